@@ -1,0 +1,65 @@
+"""``bars_1m``: 1-minute OHLCV bars with their blocking invariants and reports."""
+
+
+from collections.abc import Iterator
+
+import pandas as pd
+from dagster import AssetCheckSpec, AssetExecutionContext, Output, asset
+from dagster_pandera import pandera_schema_to_dagster_type
+
+from assets.common import check_result, partition
+from assets.partitions import PARTITION_EXPR, day_symbol_partitions
+from fbe_pipeline import schemas
+from fbe_pipeline.checks import (
+    CheckOutcome,
+    check_bar_times,
+    check_ohlc_invariants,
+    gap_report,
+    vendor_match,
+)
+from fbe_pipeline.expectations import validate
+from fbe_pipeline.pipeline import session_bars, session_bounds
+from resources.fbe import RawStoreResource
+
+
+@asset(
+    partitions_def=day_symbol_partitions,
+    dagster_type=pandera_schema_to_dagster_type(schemas.BARS_1M),
+    metadata={"partition_expr": PARTITION_EXPR},
+    check_specs=[
+        AssetCheckSpec("ohlc_invariants", asset="bars_1m", blocking=True),
+        AssetCheckSpec("bar_times_strictly_ordered_unique", asset="bars_1m", blocking=True),
+        AssetCheckSpec("bars_expectations", asset="bars_1m", blocking=True),
+        AssetCheckSpec("gap_report", asset="bars_1m"),
+        AssetCheckSpec("vendor_reference_match", asset="bars_1m"),
+    ],
+    group_name="bars",
+)
+def bars_1m(
+    context: AssetExecutionContext, raw_ticks: pd.DataFrame, raw_store: RawStoreResource
+) -> Iterator[object]:
+    """1-minute bars of the session, labelled by open time (UTC), visible at close; short gaps
+    (<= 2 min) filled flat at the previous close, longer gaps reported."""
+    day, instrument = partition(context)
+    bars = session_bars(raw_ticks, instrument, day)
+    open_ns, close_ns = session_bounds(instrument, day)
+    yield Output(
+        bars,
+        metadata={
+            "bars": len(bars),
+            "filled_bars": int(bars["is_filled"].sum()),
+            "volume": float(bars["volume"].sum()),
+        },
+    )
+    yield check_result("ohlc_invariants", check_ohlc_invariants(bars))
+    yield check_result(
+        "bar_times_strictly_ordered_unique", check_bar_times(bars, open_ns, close_ns)
+    )
+    yield check_result("bars_expectations", validate(bars, "bars_1m"))
+    yield check_result("gap_report", gap_report(bars, open_ns, close_ns), warn=True)
+    reference = raw_store.get_store().read_partition("refbars", instrument.symbol, day)
+    if reference is None:
+        outcome = CheckOutcome(passed=True, metadata={"reference_bars": 0, "note": "no vendor bars"})
+    else:
+        outcome = vendor_match(bars, reference, open_ns, close_ns)
+    yield check_result("vendor_reference_match", outcome, warn=True)

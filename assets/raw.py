@@ -1,0 +1,49 @@
+"""``raw_ticks``: one partition's session ticks from the immutable raw store."""
+
+
+from collections.abc import Iterator
+
+import pandas as pd
+from dagster import AssetCheckSpec, AssetExecutionContext, Output, asset
+from dagster_pandera import pandera_schema_to_dagster_type
+
+from assets.common import check_result, partition
+from assets.partitions import PARTITION_EXPR, day_symbol_partitions
+from fbe_pipeline import schemas
+from fbe_pipeline.checks import check_ticks_in_session
+from fbe_pipeline.expectations import validate
+from fbe_pipeline.pipeline import data_version, prepare_raw_ticks, session_bounds
+from resources.fbe import RawStoreResource
+
+
+@asset(
+    partitions_def=day_symbol_partitions,
+    dagster_type=pandera_schema_to_dagster_type(schemas.RAW_TICKS),
+    metadata={"partition_expr": PARTITION_EXPR},
+    check_specs=[
+        AssetCheckSpec("ticks_within_session", asset="raw_ticks", blocking=True),
+        AssetCheckSpec("raw_ticks_expectations", asset="raw_ticks", blocking=True),
+    ],
+    group_name="ingest",
+)
+def raw_ticks(context: AssetExecutionContext, raw_store: RawStoreResource) -> Iterator[object]:
+    """Session ticks of one trading day and symbol, read from the write-once raw objects, with
+    the aggressor side resolved (source, Lee-Ready, or tick rule) and clock drift in ms."""
+    day, instrument = partition(context)
+    store = raw_store.get_store()
+    ticks, counts = prepare_raw_ticks(store, instrument, day)
+    open_ns, close_ns = session_bounds(instrument, day)
+    drift = ticks["drift_ms"].dropna()
+    yield Output(
+        ticks,
+        metadata={
+            **counts,
+            "data_version": data_version(store, instrument.symbol, day),
+            "side_methods": ticks["side_method"].value_counts().to_dict(),
+            "drift_ms_p50": float(drift.quantile(0.5)) if len(drift) else float("nan"),
+            "session_open": str(pd.Timestamp(open_ns, tz="UTC")),
+            "session_close": str(pd.Timestamp(close_ns, tz="UTC")),
+        },
+    )
+    yield check_result("ticks_within_session", check_ticks_in_session(ticks, open_ns, close_ns))
+    yield check_result("raw_ticks_expectations", validate(ticks, "raw_ticks"))

@@ -1,0 +1,106 @@
+"""``features`` -> ``scores`` -> ``signals``, each with a blocking prefix-invariance check."""
+
+
+from collections.abc import Iterator
+
+import pandas as pd
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetIn, Output, asset
+from dagster_pandera import pandera_schema_to_dagster_type
+
+from assets.common import check_result, from_store, partition
+from assets.partitions import PARTITION_EXPR, WARMUP_DAYS, day_symbol_partitions, lookback
+from fbe_pipeline import schemas
+from fbe_pipeline.checks import check_prefix_invariance, check_signal_timing, sample_cut_times
+from fbe_pipeline.pipeline import (
+    session_features,
+    session_scores,
+    session_signals,
+    warmup_window,
+)
+from resources.fbe import RawStoreResource, ScoringConfigResource
+
+
+@asset(
+    partitions_def=day_symbol_partitions,
+    ins={"bars_1m": AssetIn(partition_mapping=lookback(WARMUP_DAYS))},
+    dagster_type=pandera_schema_to_dagster_type(schemas.FEATURES),
+    metadata={"partition_expr": PARTITION_EXPR},
+    check_specs=[AssetCheckSpec("features_prefix_invariance", asset="features", blocking=True)],
+    group_name="signals",
+)
+def features(
+    context: AssetExecutionContext, bars_1m: pd.DataFrame, raw_store: RawStoreResource
+) -> Iterator[object]:
+    """ATR14 (Wilder), 20-bar range, poke, wick, volume and delta ratios and book churn of each
+    bar, warmed up on the previous session's bars."""
+    day, instrument = partition(context)
+    books = raw_store.get_store().read_partition("books", instrument.symbol, day)
+    window = warmup_window(from_store(bars_1m), day)
+    feats = session_features(window, day, books)
+    yield Output(
+        feats,
+        metadata={
+            "bars": len(feats),
+            "warmup_bars": len(window) - len(feats),
+            "pokes": int((feats["poke"] != "none").sum()),
+            "has_l2": bool(feats["has_l2"].any()) if len(feats) else False,
+        },
+    )
+    cuts = sample_cut_times(feats["ts"])
+    yield check_result(
+        "features_prefix_invariance",
+        check_prefix_invariance(window, lambda b: session_features(b, day, books), cuts, feats),
+    )
+
+
+@asset(
+    partitions_def=day_symbol_partitions,
+    dagster_type=pandera_schema_to_dagster_type(schemas.SCORES),
+    metadata={"partition_expr": PARTITION_EXPR},
+    check_specs=[AssetCheckSpec("scores_prefix_invariance", asset="scores", blocking=True)],
+    group_name="signals",
+)
+def scores(
+    context: AssetExecutionContext, features: pd.DataFrame, scoring: ScoringConfigResource
+) -> Iterator[object]:
+    """False-breakout score (0-100) of every bar; 0 off poke bars."""
+    config = scoring.get_config()
+    feats = from_store(features)
+    out = session_scores(feats, config)
+    yield Output(
+        out,
+        metadata={"config_version": config.version, "max_score": float(out["score"].max() or 0)},
+    )
+    cuts = sample_cut_times(out["ts"])
+    yield check_result(
+        "scores_prefix_invariance",
+        check_prefix_invariance(feats, lambda f: session_scores(f, config), cuts, out),
+    )
+
+
+@asset(
+    partitions_def=day_symbol_partitions,
+    dagster_type=pandera_schema_to_dagster_type(schemas.SIGNALS),
+    metadata={"partition_expr": PARTITION_EXPR},
+    check_specs=[
+        AssetCheckSpec("signals_prefix_invariance", asset="signals", blocking=True),
+        AssetCheckSpec("decision_after_bar_close", asset="signals", blocking=True),
+    ],
+    group_name="signals",
+)
+def signals(
+    context: AssetExecutionContext, scores: pd.DataFrame, scoring: ScoringConfigResource
+) -> Iterator[object]:
+    """Fade signals where the score reaches the trigger; deterministic ids, decision at or
+    after the bar close."""
+    config = scoring.get_config()
+    sc = from_store(scores)
+    out = session_signals(sc, config)
+    yield Output(out, metadata={"signals": len(out), "config_version": config.version})
+    cuts = sample_cut_times(sc["ts"])
+    yield check_result(
+        "signals_prefix_invariance",
+        check_prefix_invariance(sc, lambda s: session_signals(s, config), cuts, out),
+    )
+    yield check_result("decision_after_bar_close", check_signal_timing(out))
+

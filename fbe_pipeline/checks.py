@@ -1,0 +1,239 @@
+"""Correctness checks as plain functions returning ``CheckOutcome`` (SPEC §3-4).
+
+The Dagster layer turns each outcome into an asset check result; tests call them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fbe_pipeline.bars import find_gaps
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """Result of one check.
+
+    Attributes
+    ----------
+    passed : bool
+        Whether the property holds.
+    metadata : dict
+        Counts, shares and the first offending rows (as text) explaining the result.
+    """
+
+    passed: bool
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+def _head(frame: pd.DataFrame, n: int = 5) -> str:
+    return frame.head(n).to_string(index=False) if len(frame) else ""
+
+
+def check_ohlc_invariants(bars: pd.DataFrame) -> CheckOutcome:
+    """``low <= min(open, close)``, ``max(open, close) <= high``, prices > 0, volume >= 0,
+    ``buy + sell <= volume`` and ``low <= vwap <= high`` on every bar."""
+    o, h, lo, c = (bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
+    tol = 1e-9 * np.maximum(np.abs(h), 1.0)
+    bad = (
+        (lo > np.minimum(o, c) + tol)
+        | (h < np.maximum(o, c) - tol)
+        | ~(lo > 0)
+        | ~(bars["volume"].to_numpy() >= 0)
+        | (bars["buy_volume"].to_numpy() + bars["sell_volume"].to_numpy()
+           > bars["volume"].to_numpy() * (1 + 1e-12) + 1e-9)
+        | (bars["vwap"].to_numpy() < lo - tol)
+        | (bars["vwap"].to_numpy() > h + tol)
+    )
+    return CheckOutcome(
+        passed=not bad.any(),
+        metadata={"bars": len(bars), "violations": int(bad.sum()), "first": _head(bars[bad])},
+    )
+
+
+def check_bar_times(bars: pd.DataFrame, open_ns: int, close_ns: int) -> CheckOutcome:
+    """Bar times strictly increasing (hence unique), whole minutes from the session open, and
+    inside ``[open_ns, close_ns)``."""
+    ts = pd.DatetimeIndex(bars["ts"]).as_unit("ns").asi8
+    steps = np.diff(ts)
+    not_increasing = int((steps <= 0).sum())
+    misaligned = int(((ts - open_ns) % 60_000_000_000 != 0).sum())
+    outside = int(((ts < open_ns) | (ts >= close_ns)).sum())
+    return CheckOutcome(
+        passed=not (not_increasing or misaligned or outside),
+        metadata={
+            "bars": len(ts),
+            "not_strictly_increasing": not_increasing,
+            "misaligned": misaligned,
+            "outside_session": outside,
+        },
+    )
+
+
+def check_ticks_in_session(ticks: pd.DataFrame, open_ns: int, close_ns: int) -> CheckOutcome:
+    """Every tick's ``ts_event`` lies in the session ``[open_ns, close_ns)``."""
+    ts = ticks["ts_event"].to_numpy(np.int64)
+    outside = (ts < open_ns) | (ts >= close_ns)
+    return CheckOutcome(
+        passed=not outside.any(),
+        metadata={"ticks": len(ts), "outside_session": int(outside.sum())},
+    )
+
+
+def gap_report(bars: pd.DataFrame, open_ns: int, close_ns: int) -> CheckOutcome:
+    """Session minutes without a bar (gaps longer than the fill limit, or at the edges).
+
+    Fails (a warning in the pipeline) when any gap exists, listing the longest.
+    """
+    gaps = find_gaps(bars, open_ns, close_ns)
+    session_minutes = (close_ns - open_ns) // 60_000_000_000
+    missing = int(gaps["minutes"].sum()) if len(gaps) else 0
+    longest = gaps.sort_values("minutes", ascending=False)
+    return CheckOutcome(
+        passed=gaps.empty,
+        metadata={
+            "gaps": len(gaps),
+            "missing_minutes": missing,
+            "session_minutes": int(session_minutes),
+            "coverage_pct": round(100.0 * (1 - missing / session_minutes), 3),
+            "longest": _head(longest),
+        },
+    )
+
+
+def vendor_match(
+    bars: pd.DataFrame,
+    reference: pd.DataFrame,
+    open_ns: int,
+    close_ns: int,
+    min_volume_share: float = 0.99,
+    min_ohlc_share: float = 0.98,
+) -> CheckOutcome:
+    """Share of vendor reference bars matched by our bars (same open time).
+
+    Volume matches when equal; OHLC when all four prices are equal after rounding to 1e-6.
+    Reference bars outside our session, and our filled bars, are not compared.
+
+    Parameters
+    ----------
+    bars : pandas.DataFrame
+        Our bars of one session.
+    reference : pandas.DataFrame
+        Vendor bars (:data:`fbe_pipeline.frames.REFERENCE_BAR_COLUMNS`, ``ts`` int64 ns).
+    open_ns, close_ns : int
+        Session bounds, ns UTC; only reference bars inside are compared.
+    min_volume_share, min_ohlc_share : float
+        Pass thresholds.
+    """
+    ref_ts = reference["ts"].to_numpy(np.int64)
+    reference = reference.loc[(ref_ts >= open_ns) & (ref_ts < close_ns)]
+    ours = bars.loc[~bars["is_filled"]].copy()
+    ours["key"] = pd.DatetimeIndex(ours["ts"]).as_unit("ns").asi8
+    merged = reference.merge(ours, left_on="ts", right_on="key", how="left", suffixes=("_ref", ""))
+    if merged.empty:
+        return CheckOutcome(passed=True, metadata={"reference_bars": 0})
+    vol = np.isclose(merged["volume"], merged["volume_ref"], rtol=0, atol=1e-9)
+    ohlc = np.ones(len(merged), dtype=bool)
+    for k in ("open", "high", "low", "close"):
+        ohlc &= np.round(merged[k].to_numpy(np.float64), 6) == np.round(
+            merged[f"{k}_ref"].to_numpy(np.float64), 6
+        )
+    vol_share = float(vol.mean())
+    ohlc_share = float(ohlc.mean())
+    return CheckOutcome(
+        passed=vol_share >= min_volume_share and ohlc_share >= min_ohlc_share,
+        metadata={
+            "reference_bars": len(merged),
+            "missing_in_ours": int(merged["key"].isna().sum()),
+            "volume_match_pct": round(100 * vol_share, 3),
+            "ohlc_match_pct": round(100 * ohlc_share, 3),
+            "first_mismatches": _head(merged.loc[~(vol & ohlc)]),
+        },
+    )
+
+
+def frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Equality for recomputed outputs: same columns and values, NaN equal to NaN."""
+    if list(a.columns) != list(b.columns) or len(a) != len(b):
+        return False
+    for col in a.columns:
+        x, y = a[col].reset_index(drop=True), b[col].reset_index(drop=True)
+        if pd.api.types.is_float_dtype(x) and pd.api.types.is_float_dtype(y):
+            if not np.allclose(x.to_numpy(), y.to_numpy(), rtol=1e-12, atol=0, equal_nan=True):
+                return False
+        elif not x.equals(y):
+            return False
+    return True
+
+
+def sample_cut_times(ts: pd.Series, samples: int = 8, seed: int = 0) -> list[pd.Timestamp]:
+    """Deterministic sample of bar times to truncate at (first, last and random in between)."""
+    unique = pd.DatetimeIndex(ts).unique().sort_values()
+    if len(unique) == 0:
+        return []
+    rng = np.random.default_rng(seed)
+    picks = {0, len(unique) - 1} | set(rng.integers(0, len(unique), size=samples).tolist())
+    return [unique[i] for i in sorted(picks)]
+
+
+def check_prefix_invariance(
+    inputs: pd.DataFrame,
+    compute: Callable[[pd.DataFrame], pd.DataFrame],
+    cut_times: list[pd.Timestamp],
+    full: pd.DataFrame | None = None,
+) -> CheckOutcome:
+    """SPEC §4.2: outputs computed on inputs truncated at bar ``t`` equal those on all inputs.
+
+    Parameters
+    ----------
+    inputs : pandas.DataFrame
+        Rows with a ``ts`` column (bar open time), in time order.
+    compute : callable
+        The step under test: inputs -> outputs with a ``ts`` column.
+    cut_times : list of pandas.Timestamp
+        Bars to truncate at (inclusive).
+    full : pandas.DataFrame, optional
+        ``compute(inputs)``, if already known.
+    """
+    full = compute(inputs) if full is None else full
+    in_ts = pd.DatetimeIndex(inputs["ts"])
+    out_ts = pd.DatetimeIndex(full["ts"]) if len(full) else pd.DatetimeIndex([], tz="UTC")
+    failures: list[str] = []
+    for t in cut_times:
+        prefix = compute(inputs.loc[in_ts <= t].reset_index(drop=True))
+        expected = full.loc[out_ts <= t].reset_index(drop=True)
+        if not frames_equal(prefix.reset_index(drop=True), expected):
+            failures.append(str(t))
+    return CheckOutcome(
+        passed=not failures,
+        metadata={"cuts": len(cut_times), "failed_cuts": len(failures), "first": failures[:5]},
+    )
+
+
+def check_signal_timing(signals: pd.DataFrame) -> CheckOutcome:
+    """SPEC §4.4: every signal's ``decision_time`` >= its bar close (``ts + 60 s``)."""
+    close = pd.DatetimeIndex(signals["ts"]) + pd.Timedelta(60, "s")
+    bad = pd.DatetimeIndex(signals["decision_time"]) < close
+    return CheckOutcome(
+        passed=not bad.any(),
+        metadata={"signals": len(signals), "before_close": int(bad.sum()),
+                  "first": _head(signals.loc[bad])},
+    )
+
+
+def check_entry_timing(trades: pd.DataFrame) -> CheckOutcome:
+    """SPEC §4.4: every backtest entry is strictly after its decision, and the decision is at
+    or after the signal bar's close."""
+    entry = pd.DatetimeIndex(trades["entry_time"])
+    decision = pd.DatetimeIndex(trades["decision_time"])
+    close = pd.DatetimeIndex(trades["signal_ts"]) + pd.Timedelta(60, "s")
+    bad = (entry <= decision) | (decision < close)
+    return CheckOutcome(
+        passed=not bad.any(),
+        metadata={"trades": len(trades), "violations": int(bad.sum()),
+                  "first": _head(trades.loc[bad])},
+    )

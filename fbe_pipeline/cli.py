@@ -1,0 +1,163 @@
+"""The ``fbe`` command line: load raw data, materialize the pipeline, summarize results."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fbe_pipeline.ingest import FORMATS, load_file
+from fbe_pipeline.instruments import Instrument, InstrumentError, get_instrument, register_instrument
+from fbe_pipeline.settings import paths, prepare_dagster_home
+from fbe_pipeline.store import LocalRawStore, RawStoreError
+
+app = typer.Typer(add_completion=False, help="FBE, the False Breakout Engine.")
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+
+def _store() -> LocalRawStore:
+    return LocalRawStore(paths().raw)
+
+
+def _instrument(symbol: str, calendar: str | None, tick_size: float) -> Instrument:
+    try:
+        return get_instrument(symbol)
+    except InstrumentError:
+        if calendar is None:
+            raise
+    import exchange_calendars as xcals
+
+    tz = str(xcals.get_calendar(calendar).tz)
+    instrument = Instrument(symbol=symbol, calendar=calendar, tz=tz, tick_size=tick_size)
+    register_instrument(instrument)
+    err.print(f"registered new instrument {symbol} ({calendar}, {tz})")
+    return instrument
+
+
+@app.command()
+def load(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help=f"one of {', '.join(FORMATS)}")],
+    files: Annotated[list[Path], typer.Argument(metavar="PATH...", help="vendor files")],
+    symbol: Annotated[str, typer.Option(help="FBE symbol")],
+    calendar: Annotated[
+        str | None, typer.Option(help="exchange calendar; registers SYMBOL when unknown")
+    ] = None,
+    tick_size: Annotated[float, typer.Option(help="tick size for a new instrument")] = 0.01,
+) -> None:
+    """Load vendor files into the immutable raw store (idempotent)."""
+    if fmt not in FORMATS:
+        err.print(f"[red]unknown format {fmt!r}[/red]; expected one of {', '.join(FORMATS)}")
+        raise typer.Exit(2)
+    try:
+        instrument = _instrument(symbol, calendar, tick_size)
+    except InstrumentError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    store = _store()
+    failed = 0
+    for path in files:
+        try:
+            report = load_file(store, fmt, path, instrument)
+        except (ValueError, FileNotFoundError, RawStoreError) as exc:
+            failed += 1
+            err.print(f"[red]{path}: {exc}[/red]")
+            continue
+        console.print(
+            f"{path.name}: {report.rows} rows, {len(report.written)} new objects, "
+            f"{len(report.skipped)} already stored"
+        )
+    if failed:
+        err.print(f"[red]{failed} of {len(files)} files were not loaded[/red]")
+        raise typer.Exit(1)
+
+
+@app.command("load-sample")
+def load_sample() -> None:
+    """Load every file of the real sample data set (``FBE_SAMPLE_DATA``)."""
+    from fbe_pipeline.sample import SampleDataMissingError, sample_files
+
+    try:
+        files = sample_files()
+    except SampleDataMissingError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    store = _store()
+    for item in files:
+        report = load_file(store, item.fmt, item.path, get_instrument(item.symbol))
+        console.print(
+            f"{item.symbol:8} {item.fmt:14} {item.path.name}: {report.rows} rows, "
+            f"{len(report.written)} new, {len(report.skipped)} already stored"
+        )
+
+
+@app.command()
+def materialize(
+    symbol: Annotated[list[str] | None, typer.Option(help="limit to these symbols")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="first trading date")] = None,
+    to: Annotated[str | None, typer.Option(help="last trading date")] = None,
+) -> None:
+    """Materialize every partition that has raw data, in date order, through Dagster."""
+    from fbe_pipeline.definitions import materialize_partitions
+
+    start = date.fromisoformat(from_) if from_ else None
+    end = date.fromisoformat(to) if to else None
+    prepare_dagster_home()
+    failures = materialize_partitions(_store(), symbols=symbol, start=start, end=end, console=console)
+    if failures:
+        err.print(f"[red]{failures} partition runs failed[/red]")
+        raise typer.Exit(1)
+
+
+@app.command()
+def summary() -> None:
+    """Print ticks, bars, signals, trades, PnL and failed checks per symbol and day."""
+    from fbe_pipeline.definitions import failed_checks
+    from fbe_pipeline.warehouse import partition_summary
+
+    prepare_dagster_home()
+    rows = partition_summary()
+    checks = failed_checks()
+    if not rows:
+        err.print("nothing materialized yet: run `fbe materialize`")
+        raise typer.Exit(1)
+    table = Table(title=f"FBE summary ({paths().duckdb})")
+    for col in ("symbol", "date", "ticks", "bars", "signals", "trades", "pnl", "failed checks"):
+        table.add_column(col, justify="left" if col in ("symbol", "date", "failed checks") else "right")
+    for r in rows:
+        table.add_row(
+            str(r["symbol"]),
+            str(r["date"]),
+            f"{r['ticks']:,}",
+            f"{r['bars']:,}",
+            f"{r['signals']:,}",
+            f"{r['trades']:,}",
+            f"{r['pnl']:.4f}",
+            ", ".join(checks.get((str(r["symbol"]), str(r["date"])), [])) or "-",
+        )
+    console.print(table)
+
+
+@app.command()
+def demo() -> None:
+    """Load the sample data, materialize everything and print the summary."""
+    load_sample()
+    materialize(symbol=None, from_=None, to=None)
+    summary()
+
+
+def main() -> None:
+    """Entry point with logging configured."""
+    logging.basicConfig(level=os.environ.get("FBE_LOG_LEVEL", "WARNING"))
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

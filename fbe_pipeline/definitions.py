@@ -1,0 +1,121 @@
+"""The one place that assembles FBE's Dagster ``Definitions``, and runs them for the CLI."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from dagster import Definitions, EnvVar
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from assets import PIPELINE_ASSETS
+from assets.partitions import partition_key
+from fbe_pipeline.settings import paths
+from fbe_pipeline.store import RawStore
+from resources.duckdb_io import FbeDuckDBIOManager
+from resources.fbe import RawStoreResource, ScoringConfigResource
+from sensors.raw_data import new_raw_data_sensor, pipeline_job
+
+
+def build_definitions() -> Definitions:
+    """Assets, checks, job, sensor and resources of the batch pipeline.
+
+    Settings come from the environment: ``FBE_HOME`` (state directory), ``FBE_RAW_BACKEND``
+    (``local``) and ``FBE_SCORING_CONFIG`` (JSON overrides of SPEC §8).
+    """
+    home = paths().home
+    return Definitions(
+        assets=PIPELINE_ASSETS,
+        jobs=[pipeline_job],
+        sensors=[new_raw_data_sensor],
+        resources={
+            "io_manager": FbeDuckDBIOManager(
+                database=str(home / "fbe.duckdb"), schema="main"
+            ),
+            "raw_store": RawStoreResource(
+                home=str(home), backend=EnvVar("FBE_RAW_BACKEND").get_value("local") or "local"
+            ),
+            "scoring": ScoringConfigResource(
+                config_json=EnvVar("FBE_SCORING_CONFIG").get_value("{}") or "{}"
+            ),
+        },
+    )
+
+
+defs = build_definitions()
+
+
+def materialize_partitions(
+    store: RawStore,
+    symbols: list[str] | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    console: Console | None = None,
+) -> int:
+    """Run the pipeline job for every partition with raw ticks, in date order.
+
+    Each partition is one run on the Dagster instance in ``DAGSTER_HOME`` (so runs, asset
+    materializations and check results show in the UI). Date order guarantees the earlier
+    partitions that look-backs read are already materialized.
+
+    Returns
+    -------
+    int
+        Number of failed runs (a failed blocking check stops its run's downstream assets).
+    """
+    from dagster import DagsterInstance
+
+    parts = [
+        (day, sym)
+        for sym, day in store.partitions("ticks")
+        if (not symbols or sym in symbols)
+        and (start is None or day >= start)
+        and (end is None or day <= end)
+    ]
+    parts.sort()
+    job = defs.resolve_job_def(pipeline_job.name)
+    instance = DagsterInstance.get()
+    failures = 0
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("materializing", total=len(parts))
+        for day, sym in parts:
+            progress.update(task, description=f"{sym} {day}")
+            result = job.execute_in_process(
+                partition_key=partition_key(day, sym), instance=instance, raise_on_error=False
+            )
+            if not result.success:
+                failures += 1
+                progress.console.print(f"[red]run failed: {sym} {day} ({result.run_id})[/red]")
+            progress.advance(task)
+    return failures
+
+
+def failed_checks() -> dict[tuple[str, str], list[str]]:
+    """Failed asset checks of each partition's latest run: ``{(symbol, date): [names]}``."""
+    from dagster import DagsterEventType, DagsterInstance, RunsFilter
+
+    instance = DagsterInstance.get()
+    latest: dict[str, str] = {}
+    for run in instance.get_runs(RunsFilter(job_name=pipeline_job.name)):
+        key = run.tags.get("dagster/partition")
+        if key and key not in latest:  # get_runs is newest first
+            latest[key] = run.run_id
+    out: dict[tuple[str, str], list[str]] = {}
+    for key, run_id in latest.items():
+        day, sym = key.split("|")
+        names = []
+        for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+            data = record.dagster_event.event_specific_data if record.dagster_event else None
+            if data is not None and not data.passed:
+                sev = "warn" if data.severity.value == "WARN" else "error"
+                names.append(f"{data.asset_check_key.name} ({sev})")
+        for record in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+            names.append(f"step failed: {record.step_key}")
+        out[(sym, day)] = sorted(names)
+    return out

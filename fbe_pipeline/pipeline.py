@@ -1,0 +1,221 @@
+"""One function per pipeline step, on plain frames: the code the Dagster assets, the intraday
+path and replays all call (no Dagster import here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from fbe_pipeline.aggressor import resolve_sides
+from fbe_pipeline.backtest import run_backtest, summarize
+from fbe_pipeline.bars import build_bars
+from fbe_pipeline.config import ScoringConfig
+from fbe_pipeline.features import compute_features
+from fbe_pipeline.frames import TICK_COLUMNS
+from fbe_pipeline.instruments import Instrument
+from fbe_pipeline.regimes import compute_regimes
+from fbe_pipeline.scoring import compute_scores, generate_signals
+from fbe_pipeline.sessions import session_for
+from fbe_pipeline.store import RawStore
+
+RAW_TICK_TABLE_COLUMNS: tuple[str, ...] = (
+    "symbol",
+    "trading_date",
+    "ts_event",
+    "ts_recv",
+    "drift_ms",
+    "price",
+    "size",
+    "side",
+    "side_sign",
+    "side_method",
+    "source",
+    "seq",
+    "exchange",
+    "condition",
+    "ohlc_eligible",
+    "volume_eligible",
+)
+
+
+class NoSessionError(ValueError):
+    """The instrument's calendar has no session on the requested trading date."""
+
+
+def session_bounds(instrument: Instrument, trading_date: date) -> tuple[int, int]:
+    """``(open_ns, close_ns)`` of the session; raises :class:`NoSessionError` when closed."""
+    bounds = session_for(instrument, trading_date)
+    if bounds is None:
+        raise NoSessionError(
+            f"{instrument.symbol}: {instrument.calendar} has no session on {trading_date}"
+        )
+    return bounds
+
+
+def data_version(store: RawStore, symbol: str, trading_date: date) -> str:
+    """Identifier of a partition's raw data: SHA-256 over its objects' keys and SHA-256s.
+
+    Returns the first 16 hex digits; ``"none"`` when the partition holds no object.
+    """
+    prefix_date = f"{trading_date:%Y/%m/%d}/"
+    entries = sorted(
+        (e.key, e.sha256)
+        for e in store.manifest()
+        if e.key.split("/", 2)[1:2] == [symbol] and prefix_date in e.key
+    )
+    if not entries:
+        return "none"
+    blob = "\n".join(f"{k} {s}" for k, s in entries)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prepare_raw_ticks(
+    store: RawStore, instrument: Instrument, trading_date: date
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Session ticks of one partition with aggressor side and clock drift.
+
+    Reads every ``ticks`` object of the partition, drops exact duplicate prints (same source,
+    sequence, time, price and size, e.g. overlapping vendor files), keeps ticks inside the
+    session, orders them by ``(ts_event, seq)`` and resolves the aggressor side (quotes of the
+    same partition enable Lee-Ready).
+
+    Returns
+    -------
+    (pandas.DataFrame, dict)
+        Ticks with :data:`RAW_TICK_TABLE_COLUMNS` (``drift_ms`` = ``(ts_recv - ts_event) / 1e6``,
+        NaN without a receive time) and counts ``stored``, ``duplicates``,
+        ``outside_session``, ``kept``.
+
+    Raises
+    ------
+    NoSessionError
+        If the calendar has no session that day.
+    """
+    open_ns, close_ns = session_bounds(instrument, trading_date)
+    raw = store.read_partition("ticks", instrument.symbol, trading_date)
+    if raw is None:
+        raw = pd.DataFrame({c: pd.Series(dtype=object) for c in TICK_COLUMNS})
+    stored = len(raw)
+    raw = raw.drop_duplicates(["source", "seq", "ts_event", "price", "size"])
+    duplicates = stored - len(raw)
+    ts = raw["ts_event"].to_numpy(np.int64)
+    inside = (ts >= open_ns) & (ts < close_ns)
+    ticks = raw.loc[inside].sort_values(["ts_event", "seq"], kind="stable").reset_index(drop=True)
+    quotes = store.read_partition("quotes", instrument.symbol, trading_date)
+    ticks = resolve_sides(ticks, quotes)
+    recv = ticks["ts_recv"].astype("Int64")
+    drift = (recv - ticks["ts_event"].astype("int64")).astype("Float64") / 1e6
+    ticks["ts_recv"] = recv
+    ticks["drift_ms"] = drift.astype(np.float64)
+    ticks["trading_date"] = pd.Timestamp(trading_date)
+    ticks["trading_date"] = ticks["trading_date"].astype("datetime64[ns]")
+    for col in ("symbol", "side", "side_method", "source", "exchange", "condition"):
+        ticks[col] = ticks[col].astype(str)
+    ticks["ts_event"] = ticks["ts_event"].astype(np.int64)
+    ticks["seq"] = ticks["seq"].astype(np.int64)
+    ticks["price"] = ticks["price"].astype(np.float64)
+    ticks["size"] = ticks["size"].astype(np.float64)
+    ticks["ohlc_eligible"] = ticks["ohlc_eligible"].astype(bool)
+    ticks["volume_eligible"] = ticks["volume_eligible"].astype(bool)
+    counts = {
+        "stored": stored,
+        "duplicates": duplicates,
+        "outside_session": int((~inside).sum()),
+        "kept": len(ticks),
+    }
+    return ticks[list(RAW_TICK_TABLE_COLUMNS)], counts
+
+
+def session_bars(raw_ticks: pd.DataFrame, instrument: Instrument, trading_date: date) -> pd.DataFrame:
+    """1-minute bars of one partition (:func:`fbe_pipeline.bars.build_bars`)."""
+    open_ns, close_ns = session_bounds(instrument, trading_date)
+    return build_bars(raw_ticks, instrument.symbol, pd.Timestamp(trading_date), open_ns, close_ns)
+
+
+def warmup_window(bars_window: pd.DataFrame, trading_date: date) -> pd.DataFrame:
+    """This session's bars preceded by the most recent earlier session's bars, by ``ts``.
+
+    Only one earlier session is used for warm-up so the result does not depend on how many
+    older partitions happen to be materialized.
+    """
+    day = pd.Timestamp(trading_date)
+    dates = pd.to_datetime(bars_window["trading_date"])
+    earlier = dates[dates < day]
+    keep = dates == day
+    if len(earlier):
+        keep |= dates == earlier.max()
+    return bars_window.loc[keep].sort_values("ts").reset_index(drop=True)
+
+
+def session_features(
+    bars_window: pd.DataFrame,
+    trading_date: date,
+    books: pd.DataFrame | None,
+) -> pd.DataFrame:
+    """Features of one session's bars, warmed up on the previous session (no later bar read).
+
+    Returns the :data:`fbe_pipeline.features.FEATURE_COLUMNS` rows of ``trading_date`` only.
+    """
+    window = warmup_window(bars_window, trading_date)
+    has_l2 = books is not None and not books.empty
+    feats = compute_features(window, books, has_l2=has_l2)
+    today = pd.to_datetime(feats["trading_date"]) == pd.Timestamp(trading_date)
+    return feats.loc[today].reset_index(drop=True)
+
+
+def session_scores(features: pd.DataFrame, config: ScoringConfig) -> pd.DataFrame:
+    """Scores of one session (:func:`fbe_pipeline.scoring.compute_scores`)."""
+    return compute_scores(features, config)
+
+
+def session_signals(scores: pd.DataFrame, config: ScoringConfig) -> pd.DataFrame:
+    """Signals of one session (:func:`fbe_pipeline.scoring.generate_signals`)."""
+    return generate_signals(scores, config)
+
+
+def session_regimes(
+    features_window: pd.DataFrame, instrument: Instrument, trading_date: date
+) -> pd.DataFrame:
+    """Regime tags of one session; the ATR history is the up to 20 earlier sessions present."""
+    day = pd.Timestamp(trading_date)
+    dates = pd.to_datetime(features_window["trading_date"])
+    earlier_days = sorted(dates[dates < day].unique())[-20:]
+    history = features_window.loc[dates.isin(earlier_days), "atr14"].to_numpy(np.float64)
+    today = features_window.loc[dates == day].sort_values("ts").reset_index(drop=True)
+    return compute_regimes(today, history, instrument.tz, list(instrument.session_tags))
+
+
+def session_backtest(
+    bars: pd.DataFrame,
+    features: pd.DataFrame,
+    signals: pd.DataFrame,
+    regimes: pd.DataFrame,
+    config: ScoringConfig,
+    version: str,
+) -> pd.DataFrame:
+    """Backtest trades of one session (:func:`fbe_pipeline.backtest.run_backtest`)."""
+    return run_backtest(bars, features, signals, regimes, config, version)
+
+
+def session_summary(
+    trades_window: pd.DataFrame,
+    symbol: str,
+    trading_date: date,
+    config: ScoringConfig,
+    version: str,
+) -> pd.DataFrame:
+    """Walk-forward summary of one session (:func:`fbe_pipeline.backtest.summarize`)."""
+    day = pd.Timestamp(trading_date)
+    dates = pd.to_datetime(trades_window["trading_date"])
+    return summarize(
+        trades_window.loc[dates < day],
+        trades_window.loc[dates == day],
+        symbol,
+        day,
+        config.version,
+        version,
+    )

@@ -1,0 +1,82 @@
+"""Where FBE keeps its local state: one git-ignored home directory (``FBE_HOME``).
+
+``$FBE_HOME`` (default ``./var``) holds the raw store (``raw/``), the DuckDB analytical store
+(``fbe.duckdb``), the Dagster instance (``dagster/``, used as ``DAGSTER_HOME``) and the
+user's instrument registrations (``instruments.yaml``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Resolved locations of FBE's local state.
+
+    Attributes
+    ----------
+    home : Path
+        ``$FBE_HOME``, absolute.
+    """
+
+    home: Path
+
+    @property
+    def raw(self) -> Path:
+        """Root of the local raw store."""
+        return self.home / "raw"
+
+    @property
+    def duckdb(self) -> Path:
+        """The DuckDB file with the pipeline's tables."""
+        return self.home / "fbe.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        """The Dagster instance directory (``DAGSTER_HOME``)."""
+        return self.home / "dagster"
+
+    @property
+    def instruments(self) -> Path:
+        """Instruments registered by ``fbe load --calendar`` on this machine."""
+        return self.home / "instruments.yaml"
+
+
+def fbe_home() -> Path:
+    """Return ``$FBE_HOME`` as an absolute path (default ``./var``)."""
+    return Path(os.environ.get("FBE_HOME", "var")).expanduser().resolve()
+
+
+def paths() -> Paths:
+    """Return the :class:`Paths` for the current ``FBE_HOME``."""
+    return Paths(fbe_home())
+
+
+def sample_data_dir() -> Path:
+    """Return the real sample data directory (``FBE_SAMPLE_DATA``, default ``../shared/data``)."""
+    default = REPO_ROOT.parent / "shared" / "data"
+    return Path(os.environ.get("FBE_SAMPLE_DATA", str(default))).expanduser().resolve()
+
+
+def prepare_dagster_home() -> Path:
+    """Create the Dagster instance directory with the repository's ``dagster.yaml``.
+
+    Sets ``DAGSTER_HOME`` in this process's environment so that Dagster code started from here
+    (``materialize``, ``dagster dev``) uses the same instance. Returns the directory.
+    """
+    home = paths().dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    template = REPO_ROOT / "dagster.yaml"
+    target = home / "dagster.yaml"
+    if template.exists() and (
+        not target.exists() or target.read_bytes() != template.read_bytes()
+    ):
+        shutil.copyfile(template, target)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
