@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +20,8 @@ from fbe_pipeline.settings import paths, prepare_dagster_home
 from fbe_pipeline.store import LocalRawStore, RawStoreError
 
 app = typer.Typer(add_completion=False, help="FBE, the False Breakout Engine.")
-console = Console(stderr=False)
+# Wide enough for the summary table when output goes to a file or CI log.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
@@ -154,8 +156,11 @@ def demo() -> None:
 
 
 def main() -> None:
-    """Entry point with logging configured."""
+    """Entry point with logging configured and Dagster's beta-API warnings silenced."""
     logging.basicConfig(level=os.environ.get("FBE_LOG_LEVEL", "WARNING"))
+    # MultiPartitionMapping and dagster-pandera are marked beta; the warnings are not actionable
+    # for a CLI user and would bury the progress display.
+    warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
     app()
 
 

@@ -17,6 +17,10 @@ from resources.fbe import RawStoreResource, ScoringConfigResource
 from sensors.raw_data import new_raw_data_sensor, pipeline_job
 
 
+# Run events still go to the instance (and the UI); the console shows warnings and errors only.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def build_definitions() -> Definitions:
     """Assets, checks, job, sensor and resources of the batch pipeline.
 
@@ -87,7 +91,10 @@ def materialize_partitions(
         for day, sym in parts:
             progress.update(task, description=f"{sym} {day}")
             result = job.execute_in_process(
-                partition_key=partition_key(day, sym), instance=instance, raise_on_error=False
+                partition_key=partition_key(day, sym),
+                instance=instance,
+                raise_on_error=False,
+                run_config=_QUIET,
             )
             if not result.success:
                 failures += 1

@@ -60,8 +60,13 @@ def _suite(name: str) -> Any:
 def _context() -> Any:
     import great_expectations as gx
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    return gx.get_context(mode="ephemeral")
+    ctx = gx.get_context(mode="ephemeral")
+    # GX draws a tqdm bar per validation on stderr, which would flood the pipeline's logs.
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return ctx
 
 
 def validate(frame: pd.DataFrame, suite_name: str) -> CheckOutcome:
