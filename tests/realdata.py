@@ -1,0 +1,67 @@
+"""Real-data helpers for tests: bars and features built straight from ../shared/data files."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fbe_pipeline.aggressor import resolve_sides
+from fbe_pipeline.bars import build_bars
+from fbe_pipeline.instruments import get_instrument
+from fbe_pipeline.sessions import session_for
+from fbe_pipeline.sources.lean import read_lean_minute_bars, read_lean_quotes, read_lean_trades
+
+DATA = Path(
+    os.environ.get(
+        "FBE_SAMPLE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
+)
+DAYS = [date(2013, 10, d) for d in (7, 8, 9, 10, 11)]
+
+
+def require_data() -> Path:
+    """The sample data directory, or skip the test with the reason."""
+    if not (DATA / "lean").is_dir():
+        pytest.skip(f"real sample data not found at {DATA} (set FBE_SAMPLE_DATA)")
+    return DATA
+
+
+@lru_cache(maxsize=16)
+def lean_ticks(symbol: str, day: date) -> pd.DataFrame:
+    """Session-agnostic raw ticks of a Lean equity day with aggressor sides resolved."""
+    root = require_data()
+    path = root / "lean" / symbol.lower() / "tick" / f"{day:%Y%m%d}_trade.zip"
+    ticks = read_lean_trades(path, symbol, "America/New_York", 10_000.0)
+    quotes_path = root / "lean" / symbol.lower() / "tick" / f"{day:%Y%m%d}_quote.zip"
+    quotes = (
+        read_lean_quotes(quotes_path, symbol, "America/New_York", 10_000.0)
+        if quotes_path.exists()
+        else None
+    )
+    return resolve_sides(ticks, quotes)
+
+
+def session(symbol: str, day: date) -> tuple[int, int]:
+    """Session bounds (ns UTC) of a configured instrument."""
+    bounds = session_for(get_instrument(symbol), day)
+    assert bounds is not None
+    return bounds
+
+
+@lru_cache(maxsize=16)
+def lean_bars(symbol: str, day: date) -> pd.DataFrame:
+    """Our 1-minute bars of a Lean equity day's regular session."""
+    open_ns, close_ns = session(symbol, day)
+    return build_bars(lean_ticks(symbol, day), symbol, pd.Timestamp(day), open_ns, close_ns)
+
+
+def lean_reference(symbol: str, day: date) -> pd.DataFrame:
+    """Lean's own minute bars of the day."""
+    root = require_data()
+    path = root / "lean" / symbol.lower() / "minute" / f"{day:%Y%m%d}_trade.zip"
+    return read_lean_minute_bars(path, symbol, "America/New_York", 10_000.0)
