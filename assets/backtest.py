@@ -1,6 +1,5 @@
 """``backtest_trades`` and ``backtest_summary`` (walk-forward)."""
 
-
 from collections.abc import Iterator
 
 import pandas as pd
@@ -20,9 +19,7 @@ from resources.fbe import RawStoreResource, ScoringConfigResource
     partitions_def=day_symbol_partitions,
     dagster_type=pandera_schema_to_dagster_type(schemas.BACKTEST_TRADES),
     metadata={"partition_expr": PARTITION_EXPR},
-    check_specs=[
-        AssetCheckSpec("entry_after_decision", asset="backtest_trades", blocking=True)
-    ],
+    check_specs=[AssetCheckSpec("entry_after_decision", asset="backtest_trades", blocking=True)],
     group_name="backtest",
 )
 def backtest_trades(

@@ -1,6 +1,5 @@
 """``bars_1m``: 1-minute OHLCV bars with their blocking invariants and reports."""
 
-
 from collections.abc import Iterator
 
 import pandas as pd
@@ -59,7 +58,9 @@ def bars_1m(
     yield check_result("gap_report", gap_report(bars, open_ns, close_ns), warn=True)
     reference = raw_store.get_store().read_partition("refbars", instrument.symbol, day)
     if reference is None:
-        outcome = CheckOutcome(passed=True, metadata={"reference_bars": 0, "note": "no vendor bars"})
+        outcome = CheckOutcome(
+            passed=True, metadata={"reference_bars": 0, "note": "no vendor bars"}
+        )
     else:
         outcome = vendor_match(bars, reference, open_ns, close_ns)
     yield check_result("vendor_reference_match", outcome, warn=True)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import pandas as pd
-
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, MetadataValue
 
 from assets.partitions import split_key
@@ -19,7 +19,7 @@ def partition(context: AssetExecutionContext) -> tuple[date, Instrument]:
     return day, get_instrument(symbol)
 
 
-def _meta(value: object) -> object:
+def _meta(value: object) -> Any:
     if isinstance(value, str) and "\n" in value:
         return MetadataValue.md(f"```\n{value}\n```")
     if isinstance(value, list | dict):

@@ -1,6 +1,5 @@
 """``raw_ticks``: one partition's session ticks from the immutable raw store."""
 
-
 from collections.abc import Iterator
 
 import pandas as pd

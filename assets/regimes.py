@@ -1,6 +1,5 @@
 """``regime_tags``: volatility regime (trailing 20-session ATR terciles) and session tag."""
 
-
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Output, asset
 from dagster_pandera import pandera_schema_to_dagster_type

@@ -1,6 +1,5 @@
 """``features`` -> ``scores`` -> ``signals``, each with a blocking prefix-invariance check."""
 
-
 from collections.abc import Iterator
 
 import pandas as pd
@@ -103,4 +102,3 @@ def signals(
         check_prefix_invariance(sc, lambda s: session_signals(s, config), cuts, out),
     )
     yield check_result("decision_after_bar_close", check_signal_timing(out))
-

@@ -74,7 +74,9 @@ def consolidated_quotes(quotes: pd.DataFrame) -> pd.DataFrame:
             better(out, carried, out=out)
     bid[np.isinf(bid)] = np.nan
     ask[np.isinf(ask)] = np.nan
-    return pd.DataFrame({"ts_event": q["ts_event"].to_numpy(np.int64), "bid_px": bid, "ask_px": ask})
+    return pd.DataFrame(
+        {"ts_event": q["ts_event"].to_numpy(np.int64), "bid_px": bid, "ask_px": ask}
+    )
 
 
 def resolve_sides(ticks: pd.DataFrame, quotes: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -146,7 +146,11 @@ def run_backtest(
             continue  # target or stop already on the wrong side of the entry: no edge left
         entry_time = max(decision + latency, ts[k] + pd.Timedelta(1, "ns"))
         last = min(k + config.time_stop_bars - 1, len(ts) - 1)
-        exit_ref, reason, j = c[last], "time_stop" if last == k + config.time_stop_bars - 1 else "session_end", last
+        exit_ref, reason, j = (
+            c[last],
+            "time_stop" if last == k + config.time_stop_bars - 1 else "session_end",
+            last,
+        )
         for i in range(k, last + 1):
             hit_stop = h[i] >= stop if side < 0 else lo[i] <= stop
             hit_target = lo[i] <= target if side < 0 else h[i] >= target
@@ -213,8 +217,15 @@ def trade_metrics(trades: pd.DataFrame) -> dict[str, float]:
     n = len(trades)
     if n == 0:
         nan = float("nan")
-        return {"trades": 0, "win_rate": nan, "avg_r": nan, "pnl": 0.0, "sharpe": nan,
-                "max_drawdown": 0.0, "slippage_paid": 0.0}
+        return {
+            "trades": 0,
+            "win_rate": nan,
+            "avg_r": nan,
+            "pnl": 0.0,
+            "sharpe": nan,
+            "max_drawdown": 0.0,
+            "slippage_paid": 0.0,
+        }
     ordered = trades.sort_values("entry_time")
     pnl = ordered["pnl"].to_numpy(np.float64)
     ret = ordered["return_bps"].to_numpy(np.float64)

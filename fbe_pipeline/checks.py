@@ -44,8 +44,10 @@ def check_ohlc_invariants(bars: pd.DataFrame) -> CheckOutcome:
         | (h < np.maximum(o, c) - tol)
         | ~(lo > 0)
         | ~(bars["volume"].to_numpy() >= 0)
-        | (bars["buy_volume"].to_numpy() + bars["sell_volume"].to_numpy()
-           > bars["volume"].to_numpy() * (1 + 1e-12) + 1e-9)
+        | (
+            bars["buy_volume"].to_numpy() + bars["sell_volume"].to_numpy()
+            > bars["volume"].to_numpy() * (1 + 1e-12) + 1e-9
+        )
         | (bars["vwap"].to_numpy() < lo - tol)
         | (bars["vwap"].to_numpy() > h + tol)
     )
@@ -222,8 +224,11 @@ def check_signal_timing(signals: pd.DataFrame) -> CheckOutcome:
     bad = pd.DatetimeIndex(signals["decision_time"]) < close
     return CheckOutcome(
         passed=not bad.any(),
-        metadata={"signals": len(signals), "before_close": int(bad.sum()),
-                  "first": _head(signals.loc[bad])},
+        metadata={
+            "signals": len(signals),
+            "before_close": int(bad.sum()),
+            "first": _head(signals.loc[bad]),
+        },
     )
 
 
@@ -236,6 +241,9 @@ def check_entry_timing(trades: pd.DataFrame) -> CheckOutcome:
     bad = (entry <= decision) | (decision < close)
     return CheckOutcome(
         passed=not bad.any(),
-        metadata={"trades": len(trades), "violations": int(bad.sum()),
-                  "first": _head(trades.loc[bad])},
+        metadata={
+            "trades": len(trades),
+            "violations": int(bad.sum()),
+            "first": _head(trades.loc[bad]),
+        },
     )

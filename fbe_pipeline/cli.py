@@ -15,7 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from fbe_pipeline.ingest import FORMATS, load_file
-from fbe_pipeline.instruments import Instrument, InstrumentError, get_instrument, register_instrument
+from fbe_pipeline.instruments import (
+    Instrument,
+    InstrumentError,
+    get_instrument,
+    register_instrument,
+)
 from fbe_pipeline.settings import paths, prepare_dagster_home
 from fbe_pipeline.store import LocalRawStore, RawStoreError
 
@@ -112,7 +117,9 @@ def materialize(
     start = date.fromisoformat(from_) if from_ else None
     end = date.fromisoformat(to) if to else None
     prepare_dagster_home()
-    failures = materialize_partitions(_store(), symbols=symbol, start=start, end=end, console=console)
+    failures = materialize_partitions(
+        _store(), symbols=symbol, start=start, end=end, console=console
+    )
     if failures:
         err.print(f"[red]{failures} partition runs failed[/red]")
         raise typer.Exit(1)
@@ -132,7 +139,9 @@ def summary() -> None:
         raise typer.Exit(1)
     table = Table(title=f"FBE summary ({paths().duckdb})")
     for col in ("symbol", "date", "ticks", "bars", "signals", "trades", "pnl", "failed checks"):
-        table.add_column(col, justify="left" if col in ("symbol", "date", "failed checks") else "right")
+        table.add_column(
+            col, justify="left" if col in ("symbol", "date", "failed checks") else "right"
+        )
     for r in rows:
         table.add_row(
             str(r["symbol"]),
@@ -165,4 +174,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

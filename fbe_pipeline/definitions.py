@@ -16,7 +16,6 @@ from resources.duckdb_io import FbeDuckDBIOManager
 from resources.fbe import RawStoreResource, ScoringConfigResource
 from sensors.raw_data import new_raw_data_sensor, pipeline_job
 
-
 # Run events still go to the instance (and the UI); the console shows warnings and errors only.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -33,9 +32,7 @@ def build_definitions() -> Definitions:
         jobs=[pipeline_job],
         sensors=[new_raw_data_sensor],
         resources={
-            "io_manager": FbeDuckDBIOManager(
-                database=str(home / "fbe.duckdb"), schema="main"
-            ),
+            "io_manager": FbeDuckDBIOManager(database=str(home / "fbe.duckdb"), schema="main"),
             "raw_store": RawStoreResource(
                 home=str(home), backend=EnvVar("FBE_RAW_BACKEND").get_value("local") or "local"
             ),
@@ -105,7 +102,7 @@ def materialize_partitions(
 
 def failed_checks() -> dict[tuple[str, str], list[str]]:
     """Failed asset checks of each partition's latest run: ``{(symbol, date): [names]}``."""
-    from dagster import DagsterEventType, DagsterInstance, RunsFilter
+    from dagster import AssetCheckEvaluation, DagsterEventType, DagsterInstance, RunsFilter
 
     instance = DagsterInstance.get()
     latest: dict[str, str] = {}
@@ -119,7 +116,7 @@ def failed_checks() -> dict[tuple[str, str], list[str]]:
         names = []
         for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
             data = record.dagster_event.event_specific_data if record.dagster_event else None
-            if data is not None and not data.passed:
+            if isinstance(data, AssetCheckEvaluation) and not data.passed:
                 sev = "warn" if data.severity.value == "WARN" else "error"
                 names.append(f"{data.asset_check_key.name} ({sev})")
         for record in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):

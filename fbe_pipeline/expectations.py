@@ -59,7 +59,6 @@ def _suite(name: str) -> Any:
 @lru_cache(maxsize=1)
 def _context() -> Any:
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -86,7 +85,9 @@ def validate(frame: pd.DataFrame, suite_name: str) -> CheckOutcome:
     ctx = _context()
     suite = _suite(suite_name)
     if frame.empty:
-        return CheckOutcome(passed=True, metadata={"rows": 0, "expectations": len(suite.expectations)})
+        return CheckOutcome(
+            passed=True, metadata={"rows": 0, "expectations": len(suite.expectations)}
+        )
     source_name = f"fbe_{suite_name}"
     try:
         source = ctx.data_sources.get(source_name)

@@ -73,7 +73,9 @@ def wilder_atr(
         back-filled).
     """
     return _wilder_atr(
-        np.asarray(high, np.float64), np.asarray(low, np.float64), np.asarray(close, np.float64),
+        np.asarray(high, np.float64),
+        np.asarray(low, np.float64),
+        np.asarray(close, np.float64),
         period,
     )
 

@@ -66,12 +66,15 @@ QUOTE_COLUMNS: tuple[str, ...] = (
 )
 
 BOOK_COLUMNS: tuple[str, ...] = (
-    ("symbol", "ts_event", "ts_recv")
-    + tuple(f"bid_px_{i}" for i in range(1, BOOK_LEVELS + 1))
-    + tuple(f"bid_sz_{i}" for i in range(1, BOOK_LEVELS + 1))
-    + tuple(f"ask_px_{i}" for i in range(1, BOOK_LEVELS + 1))
-    + tuple(f"ask_sz_{i}" for i in range(1, BOOK_LEVELS + 1))
-    + ("source", "seq")
+    "symbol",
+    "ts_event",
+    "ts_recv",
+    *(f"bid_px_{i}" for i in range(1, BOOK_LEVELS + 1)),
+    *(f"bid_sz_{i}" for i in range(1, BOOK_LEVELS + 1)),
+    *(f"ask_px_{i}" for i in range(1, BOOK_LEVELS + 1)),
+    *(f"ask_sz_{i}" for i in range(1, BOOK_LEVELS + 1)),
+    "source",
+    "seq",
 )
 
 REFERENCE_BAR_COLUMNS: tuple[str, ...] = (

@@ -87,9 +87,7 @@ class Instrument:
 
     def to_yaml_dict(self) -> dict[str, object]:
         """Return the instrument as a plain dict in the YAML file's layout."""
-        out: dict[str, object] = {
-            k: v for k, v in asdict(self).items() if v not in (None, "", ())
-        }
+        out: dict[str, object] = {k: v for k, v in asdict(self).items() if v not in (None, "", ())}
         for key in ("session_open", "session_close"):
             value = out.get(key)
             if isinstance(value, time):

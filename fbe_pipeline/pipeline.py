@@ -130,7 +130,9 @@ def prepare_raw_ticks(
     return ticks[list(RAW_TICK_TABLE_COLUMNS)], counts
 
 
-def session_bars(raw_ticks: pd.DataFrame, instrument: Instrument, trading_date: date) -> pd.DataFrame:
+def session_bars(
+    raw_ticks: pd.DataFrame, instrument: Instrument, trading_date: date
+) -> pd.DataFrame:
     """1-minute bars of one partition (:func:`fbe_pipeline.bars.build_bars`)."""
     open_ns, close_ns = session_bounds(instrument, trading_date)
     return build_bars(raw_ticks, instrument.symbol, pd.Timestamp(trading_date), open_ns, close_ns)

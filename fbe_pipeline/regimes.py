@@ -60,11 +60,15 @@ def atr_percentile(today_atr: np.ndarray, history_atr: np.ndarray) -> np.ndarray
 def vol_regime(pct: np.ndarray) -> np.ndarray:
     """Terciles of :func:`atr_percentile`: ``low``, ``normal``, ``high`` or ``unknown`` (NaN)."""
     return np.where(
-        np.isnan(pct), "unknown", np.where(pct < 1 / 3, "low", np.where(pct > 2 / 3, "high", "normal"))
+        np.isnan(pct),
+        "unknown",
+        np.where(pct < 1 / 3, "low", np.where(pct > 2 / 3, "high", "normal")),
     )
 
 
-def session_tags(ts: pd.DatetimeIndex, tz: str, windows: list[tuple[str, time, time]]) -> np.ndarray:
+def session_tags(
+    ts: pd.DatetimeIndex, tz: str, windows: list[tuple[str, time, time]]
+) -> np.ndarray:
     """Tag bars with the first configured local-time window containing the bar's open.
 
     Parameters

@@ -50,8 +50,12 @@ BARS_1M = DataFrameSchema(
         "is_filled": Column(bool),
     },
     checks=[
-        Check(lambda d: (d["high"] >= d[["open", "close", "low"]].max(axis=1)).all(), name="high_max"),
-        Check(lambda d: (d["low"] <= d[["open", "close", "high"]].min(axis=1)).all(), name="low_min"),
+        Check(
+            lambda d: (d["high"] >= d[["open", "close", "low"]].max(axis=1)).all(), name="high_max"
+        ),
+        Check(
+            lambda d: (d["low"] <= d[["open", "close", "high"]].min(axis=1)).all(), name="low_min"
+        ),
     ],
     strict=True,
     ordered=True,
@@ -94,7 +98,9 @@ SCORES = DataFrameSchema(
         "c_delta": Column(bool),
         "config_version": Column(str),
     },
-    checks=[Check(lambda d: ((d["poke"] != "none") | (d["score"] == 0)).all(), name="score_0_off_poke")],
+    checks=[
+        Check(lambda d: ((d["poke"] != "none") | (d["score"] == 0)).all(), name="score_0_off_poke")
+    ],
     strict=True,
     ordered=True,
     name="scores",
@@ -114,7 +120,9 @@ SIGNALS = DataFrameSchema(
         "components": Column(str),
         "config_version": Column(str),
     },
-    checks=[Check(lambda d: (d["decision_time"] >= d["bar_close"]).all(), name="decision_after_close")],
+    checks=[
+        Check(lambda d: (d["decision_time"] >= d["bar_close"]).all(), name="decision_after_close")
+    ],
     strict=True,
     ordered=True,
     name="signals",
@@ -162,7 +170,9 @@ BACKTEST_TRADES = DataFrameSchema(
         "config_version": Column(str),
         "data_version": Column(str),
     },
-    checks=[Check(lambda d: (d["entry_time"] > d["decision_time"]).all(), name="entry_after_decision")],
+    checks=[
+        Check(lambda d: (d["entry_time"] > d["decision_time"]).all(), name="entry_after_decision")
+    ],
     strict=True,
     ordered=True,
     name="backtest_trades",
@@ -192,5 +202,14 @@ BACKTEST_SUMMARY = DataFrameSchema(
 
 ALL: dict[str, pa.DataFrameSchema] = {
     s.name: s  # type: ignore[misc]
-    for s in (RAW_TICKS, BARS_1M, FEATURES, SCORES, SIGNALS, REGIME_TAGS, BACKTEST_TRADES, BACKTEST_SUMMARY)
+    for s in (
+        RAW_TICKS,
+        BARS_1M,
+        FEATURES,
+        SCORES,
+        SIGNALS,
+        REGIME_TAGS,
+        BACKTEST_TRADES,
+        BACKTEST_SUMMARY,
+    )
 }

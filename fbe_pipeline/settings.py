@@ -74,9 +74,7 @@ def prepare_dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     template = REPO_ROOT / "dagster.yaml"
     target = home / "dagster.yaml"
-    if template.exists() and (
-        not target.exists() or target.read_bytes() != template.read_bytes()
-    ):
+    if template.exists() and (not target.exists() or target.read_bytes() != template.read_bytes()):
         shutil.copyfile(template, target)
     os.environ["DAGSTER_HOME"] = str(home)
     return home

@@ -41,8 +41,5 @@ def slippage(price: float, vol_ratio: float, key: str, config: ScoringConfig) ->
     """
     vr = 1.0 if math.isnan(vol_ratio) else max(vol_ratio, 0.0)
     return (
-        price
-        * config.slippage_base
-        * (1.0 + config.slippage_vol_coeff * vr)
-        * seeded_uniform(key)
+        price * config.slippage_base * (1.0 + config.slippage_vol_coeff * vr) * seeded_uniform(key)
     )

@@ -116,7 +116,9 @@ class RawStore(ABC):
     """Interface of a write-once object store with a manifest."""
 
     @abstractmethod
-    def put(self, key: str, data: bytes, *, rows: int, source_file: str, source_sha256: str) -> bool:
+    def put(
+        self, key: str, data: bytes, *, rows: int, source_file: str, source_sha256: str
+    ) -> bool:
         """Store ``data`` under ``key`` once and record it in the manifest.
 
         Returns
@@ -186,7 +188,9 @@ class LocalRawStore(RawStore):
             raise ValueError(f"bad key {key!r}")
         return self.root / key
 
-    def put(self, key: str, data: bytes, *, rows: int, source_file: str, source_sha256: str) -> bool:
+    def put(
+        self, key: str, data: bytes, *, rows: int, source_file: str, source_sha256: str
+    ) -> bool:
         path = self._path(key)
         digest = sha256_bytes(data)
         if path.exists():

@@ -29,7 +29,9 @@ def table_names(db: Path | None = None) -> set[str]:
     if not db.exists():
         return set()
     with duckdb.connect(str(db), read_only=True) as con:
-        return {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+        return {
+            r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()
+        }
 
 
 def partition_summary(db: Path | None = None) -> list[dict[str, object]]:
@@ -42,7 +44,14 @@ def partition_summary(db: Path | None = None) -> list[dict[str, object]]:
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute(_SUMMARY_SQL).fetchall()
     return [
-        {"symbol": r[0], "date": r[1], "ticks": r[2], "bars": r[3], "signals": r[4],
-         "trades": r[5], "pnl": float(r[6])}
+        {
+            "symbol": r[0],
+            "date": r[1],
+            "ticks": r[2],
+            "bars": r[3],
+            "signals": r[4],
+            "trades": r[5],
+            "pnl": float(r[6]),
+        }
         for r in rows
     ]

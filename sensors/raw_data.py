@@ -1,6 +1,5 @@
 """Materialize partitions whose raw data arrived since the last tick (cursor = manifest size)."""
 
-
 import json
 
 from dagster import RunRequest, SensorEvaluationContext, SensorResult, define_asset_job, sensor

@@ -17,9 +17,7 @@ from fbe_pipeline.sessions import session_for
 from fbe_pipeline.sources.lean import read_lean_minute_bars, read_lean_quotes, read_lean_trades
 
 DATA = Path(
-    os.environ.get(
-        "FBE_SAMPLE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")
-    )
+    os.environ.get("FBE_SAMPLE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 )
 DAYS = [date(2013, 10, d) for d in (7, 8, 9, 10, 11)]
 

@@ -46,7 +46,9 @@ def later_partition_violations(
             for up in _upstream_keys(mapping, key):
                 up_day, up_symbol = split_key(up)
                 if up_day > day or up_symbol != symbol:
-                    bad.append(f"{asset_key.to_user_string()} <- {upstream.to_user_string()}: {key} -> {up}")
+                    bad.append(
+                        f"{asset_key.to_user_string()} <- {upstream.to_user_string()}: {key} -> {up}"
+                    )
     return bad
 
 

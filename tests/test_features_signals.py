@@ -114,9 +114,7 @@ def _backtest(symbol: str = "SPY") -> tuple[pd.DataFrame, pd.DataFrame]:
     window = _window(symbol)
     feats = session_features(window, D2, None)
     signals = generate_signals(compute_scores(feats, DEMO), DEMO)
-    regimes = session_regimes(
-        compute_features(window), get_instrument(symbol), D2
-    )
+    regimes = session_regimes(compute_features(window), get_instrument(symbol), D2)
     bars = lean_bars(symbol, D2)
     return run_backtest(bars, feats, signals, regimes, DEMO, "test"), signals
 
@@ -128,7 +126,9 @@ def test_backtest_entries_come_strictly_after_decisions_and_reproduce() -> None:
     assert set(trades["signal_id"]) <= set(signals["signal_id"])
     # one position at a time
     entries = trades.sort_values("entry_time")
-    assert (entries["entry_time"].iloc[1:].to_numpy() >= entries["exit_time"].iloc[:-1].to_numpy()).all()
+    assert (
+        entries["entry_time"].iloc[1:].to_numpy() >= entries["exit_time"].iloc[:-1].to_numpy()
+    ).all()
     again, _ = _backtest()
     pd.testing.assert_frame_equal(trades, again)
     metrics = trade_metrics(trades)

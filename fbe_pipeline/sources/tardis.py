@@ -14,7 +14,16 @@ import pandas as pd
 
 from fbe_pipeline.frames import QUOTE_COLUMNS, TICK_COLUMNS
 
-_TRADE_HEADER = ["exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount"]
+_TRADE_HEADER = [
+    "exchange",
+    "symbol",
+    "timestamp",
+    "local_timestamp",
+    "id",
+    "side",
+    "price",
+    "amount",
+]
 _QUOTE_HEADER = [
     "exchange",
     "symbol",

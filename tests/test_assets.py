@@ -1,0 +1,173 @@
+"""Assets materialized through Dagster on real data, and a blocking check stopping the graph."""
+
+from __future__ import annotations
+
+import importlib
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from dagster import DagsterInstance, materialize
+
+from assets import PIPELINE_ASSETS
+from assets.partitions import partition_key
+from fbe_pipeline.ingest import load_file
+from fbe_pipeline.instruments import get_instrument
+from fbe_pipeline.store import LocalRawStore
+from resources.duckdb_io import FbeDuckDBIOManager
+from resources.fbe import RawStoreResource, ScoringConfigResource
+from tests.realdata import require_data
+
+D1, D2 = date(2013, 10, 7), date(2013, 10, 8)
+# The package re-exports the `signals` asset under the module's name, so fetch the module itself.
+signal_assets = importlib.import_module("assets.signals")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = require_data()
+    root = tmp_path_factory.mktemp("fbe_home")
+    store = LocalRawStore(root / "raw")
+    spy = get_instrument("SPY")
+    for day in (D1, D2):
+        load_file(store, "lean-trades", data / f"lean/spy/tick/{day:%Y%m%d}_trade.zip", spy)
+        load_file(store, "lean-minute", data / f"lean/spy/minute/{day:%Y%m%d}_trade.zip", spy)
+    return root
+
+
+def _resources(home: Path, db: str = "fbe.duckdb") -> dict[str, object]:
+    return {
+        "io_manager": FbeDuckDBIOManager(database=str(home / db), schema="main"),
+        "raw_store": RawStoreResource(home=str(home)),
+        "scoring": ScoringConfigResource(config_json='{"trigger_score": 40}'),
+    }
+
+
+def _checks(result: object) -> dict[str, object]:
+    evals = result.get_asset_check_evaluations()  # type: ignore[attr-defined]
+    return {e.check_name: e for e in evals}
+
+
+@pytest.fixture(scope="module")
+def materialized(home: Path) -> tuple[Path, list[object]]:
+    instance = DagsterInstance.ephemeral()
+    results = [
+        materialize(
+            PIPELINE_ASSETS,
+            partition_key=partition_key(day, "SPY"),
+            resources=_resources(home),
+            instance=instance,
+        )
+        for day in (D1, D2)
+    ]
+    return home, results
+
+
+def test_every_asset_and_check_succeeds_on_real_spy_days(
+    materialized: tuple[Path, list[object]],
+) -> None:
+    _, results = materialized
+    for result in results:
+        assert result.success  # type: ignore[attr-defined]
+        checks = _checks(result)
+        blocking = [
+            "ticks_within_session",
+            "raw_ticks_expectations",
+            "ohlc_invariants",
+            "bar_times_strictly_ordered_unique",
+            "bars_expectations",
+            "features_prefix_invariance",
+            "scores_prefix_invariance",
+            "signals_prefix_invariance",
+            "decision_after_bar_close",
+            "entry_after_decision",
+        ]
+        for name in blocking:
+            assert checks[name].passed, name
+        vendor = checks["vendor_reference_match"]
+        assert vendor.passed
+        assert vendor.metadata["volume_match_pct"].value >= 99.0
+        assert vendor.metadata["ohlc_match_pct"].value >= 98.0
+
+
+def test_tables_hold_both_partitions_with_spec_columns(
+    materialized: tuple[Path, list[object]],
+) -> None:
+    home, _ = materialized
+    with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
+        bars = con.execute(
+            "select strftime(trading_date, '%Y-%m-%d'), count(*) from bars_1m group by 1 order by 1"
+        ).fetchall()
+        assert bars == [("2013-10-07", 390), ("2013-10-08", 390)]
+        cols = [r[0] for r in con.execute("describe bars_1m").fetchall()]
+        assert cols[:8] == [
+            "symbol",
+            "trading_date",
+            "ts",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+        ]
+        first_ts = con.execute("select min(ts) from bars_1m").fetchone()[0]
+        assert pd.Timestamp(first_ts).tz_convert("UTC") == pd.Timestamp("2013-10-07 13:30Z")
+        # Day 2's first features are warmed up on day 1: no NaN ATR after the open.
+        atr_nan = con.execute(
+            "select count(*) from features where trading_date = '2013-10-08' and atr14 is null"
+        ).fetchone()[0]
+        assert atr_nan == 0
+        n_trades = con.execute("select count(*) from backtest_trades").fetchone()[0]
+        n_signals = con.execute("select count(*) from signals").fetchone()[0]
+        assert 0 < n_trades <= n_signals
+        periods = con.execute(
+            "select period, trades from backtest_summary where trading_date = '2013-10-08' "
+            "and group_by = 'all' order by period"
+        ).fetchall()
+        assert [p for p, _ in periods] == ["in_sample", "out_of_sample"]
+
+
+def test_rematerializing_a_partition_replaces_it(materialized: tuple[Path, list[object]]) -> None:
+    home, _ = materialized
+    result = materialize(
+        PIPELINE_ASSETS,
+        partition_key=partition_key(D1, "SPY"),
+        resources=_resources(home),
+        instance=DagsterInstance.ephemeral(),
+        selection=["raw_ticks", "bars_1m"],
+    )
+    assert result.success
+    with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
+        n = con.execute("select count(*) from bars_1m where trading_date='2013-10-07'").fetchone()
+    assert n == (390,)
+
+
+def test_failed_blocking_check_stops_downstream_assets(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    honest = signal_assets.session_features
+
+    def peeking(bars: pd.DataFrame, day: date, books: object) -> pd.DataFrame:
+        feats = honest(bars, day, books)  # type: ignore[arg-type]
+        feats["vol_ratio"] = feats["vol_ratio"].shift(-1).fillna(1.0)
+        return feats
+
+    monkeypatch.setattr(signal_assets, "session_features", peeking)
+    result = materialize(
+        PIPELINE_ASSETS,
+        partition_key=partition_key(D1, "SPY"),
+        resources=_resources(home, db="broken.duckdb"),
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert not _checks(result)["features_prefix_invariance"].passed
+    done = {
+        m.asset_key.to_user_string()
+        for m in result.get_asset_materialization_events()
+        for m in [m.event_specific_data.materialization]
+    }
+    assert {"raw_ticks", "bars_1m", "features"} <= done
+    assert not done & {"scores", "signals", "backtest_trades", "backtest_summary"}
