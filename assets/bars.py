@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 
 import pandas as pd
-from dagster import AssetCheckSpec, AssetExecutionContext, Output, asset
+from dagster import AssetCheckSpec, AssetExecutionContext, DataVersion, Output, asset
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from assets.common import check_result, partition
@@ -17,7 +17,7 @@ from fbe_pipeline.checks import (
     vendor_match,
 )
 from fbe_pipeline.expectations import validate
-from fbe_pipeline.pipeline import session_bars, session_bounds
+from fbe_pipeline.pipeline import data_version, session_bars, session_bounds
 from resources.fbe import RawStoreResource
 
 
@@ -42,9 +42,15 @@ def bars_1m(
     day, instrument = partition(context)
     bars = session_bars(raw_ticks, instrument, day)
     open_ns, close_ns = session_bounds(instrument, day)
+    store = raw_store.get_store()
+    # Bars are a pure function of the raw objects: their digest is the bar revision, so a late
+    # file yields a new revision on re-materialization instead of an in-place edit.
+    revision = data_version(store, instrument.symbol, day)
     yield Output(
         bars,
+        data_version=DataVersion(revision),
         metadata={
+            "data_version": revision,
             "bars": len(bars),
             "filled_bars": int(bars["is_filled"].sum()),
             "volume": float(bars["volume"].sum()),
@@ -56,7 +62,7 @@ def bars_1m(
     )
     yield check_result("bars_expectations", validate(bars, "bars_1m"))
     yield check_result("gap_report", gap_report(bars, open_ns, close_ns), warn=True)
-    reference = raw_store.get_store().read_partition("refbars", instrument.symbol, day)
+    reference = store.read_partition("refbars", instrument.symbol, day)
     if reference is None:
         outcome = CheckOutcome(
             passed=True, metadata={"reference_bars": 0, "note": "no vendor bars"}

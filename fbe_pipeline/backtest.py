@@ -145,22 +145,7 @@ def run_backtest(
         if side * (target - entry) <= 0 or side * (entry - stop) <= 0:
             continue  # target or stop already on the wrong side of the entry: no edge left
         entry_time = max(decision + latency, ts[k] + pd.Timedelta(1, "ns"))
-        last = min(k + config.time_stop_bars - 1, len(ts) - 1)
-        exit_ref, reason, j = (
-            c[last],
-            "time_stop" if last == k + config.time_stop_bars - 1 else "session_end",
-            last,
-        )
-        for i in range(k, last + 1):
-            hit_stop = h[i] >= stop if side < 0 else lo[i] <= stop
-            hit_target = lo[i] <= target if side < 0 else h[i] >= target
-            if hit_stop:
-                gapped = (o[i] > stop) if side < 0 else (o[i] < stop)
-                exit_ref, reason, j = (o[i] if gapped and i > k else stop), "stop", i
-                break
-            if hit_target:
-                exit_ref, reason, j = target, "target", i
-                break
+        exit_ref, reason, j = _exit(o, h, lo, c, k, side, stop, target, config.time_stop_bars)
         exit_slip = slippage(exit_ref, vr, f"{sig.signal_id}:exit", config)
         exit_px = exit_ref - side * exit_slip
         cost = config.cost_bps / 1e4 * (entry + exit_px)
@@ -200,6 +185,37 @@ def run_backtest(
     if not rows:
         return empty_trades()
     return _typed_trades(pd.DataFrame(rows, columns=list(TRADE_COLUMNS)))
+
+
+def _exit(
+    o: np.ndarray,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    k: int,
+    side: int,
+    stop: float,
+    target: float,
+    time_stop_bars: int,
+) -> tuple[float, str, int]:
+    """Exit reference price, reason and bar index of a trade entered at the open of bar ``k``.
+
+    Bars ``k .. k + time_stop_bars - 1`` are scanned in order; the first touching the stop
+    exits at the stop (at the bar's open when it gapped through the stop after the entry bar),
+    else the first touching the target exits at the target; otherwise the trade closes at the
+    last scanned bar's close (``time_stop``, or ``session_end`` when the session ran out first).
+    """
+    last = min(k + time_stop_bars - 1, len(c) - 1)
+    for i in range(k, last + 1):
+        hit_stop = h[i] >= stop if side < 0 else lo[i] <= stop
+        if hit_stop:
+            gapped = o[i] > stop if side < 0 else o[i] < stop
+            return (float(o[i]) if gapped and i > k else stop), "stop", i
+        hit_target = lo[i] <= target if side < 0 else h[i] >= target
+        if hit_target:
+            return target, "target", i
+    reason = "time_stop" if last == k + time_stop_bars - 1 else "session_end"
+    return float(c[last]), reason, last
 
 
 def trade_metrics(trades: pd.DataFrame) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Materialize partitions whose raw data arrived since the last tick (cursor = manifest size)."""
 
 import json
+from datetime import date
 
 from dagster import RunRequest, SensorEvaluationContext, SensorResult, define_asset_job, sensor
 
@@ -31,9 +32,7 @@ def new_raw_data_sensor(
             key = (parts[1], "-".join(parts[2:5]))
             counts[key] = counts.get(key, 0) + 1
     requests = []
-    for (symbol, day), _ in sorted(counts.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        from datetime import date
-
+    for symbol, day in sorted(counts, key=lambda k: (k[1], k[0])):
         pk = partition_key(date.fromisoformat(day), symbol)
         requests.append(RunRequest(run_key=f"{pk}:{len(entries)}", partition_key=pk))
     return SensorResult(run_requests=requests, cursor=json.dumps({"entries": len(entries)}))

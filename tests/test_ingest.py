@@ -22,6 +22,12 @@ from fbe_pipeline.store import LocalRawStore
 NS_PER_MS = 1_000_000
 
 
+@pytest.fixture(autouse=True)
+def _isolated_home(fbe_home: Path) -> Path:
+    # get_instrument merges $FBE_HOME/instruments.yaml; keep a developer's registrations out.
+    return fbe_home
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> LocalRawStore:
     return LocalRawStore(tmp_path / "raw")
@@ -219,7 +225,10 @@ def test_good_generic_csv_is_split_by_trading_date_with_its_columns(
     assert day1 is not None
     assert day1["price"].tolist() == [166.5, 167.0]  # ordered by ts_event
     assert day1["side"].tolist() == ["buy", "sell"]
-    assert day1["ts_event"].tolist() == [_utc_ns("2013-10-07 14:00"), _utc_ns("2013-10-07 19:00:00.5")]
+    assert day1["ts_event"].tolist() == [
+        _utc_ns("2013-10-07 14:00"),
+        _utc_ns("2013-10-07 19:00:00.5"),
+    ]
     drift_ms = (day1["ts_recv"].astype("int64") - day1["ts_event"]) / NS_PER_MS
     assert drift_ms.tolist() == [100.0, 100.0]
     day2 = store.read_partition("ticks", "SPY", date(2013, 10, 8))
@@ -236,7 +245,7 @@ def test_good_generic_csv_is_split_by_trading_date_with_its_columns(
 def test_csv_timestamp_without_zone_is_rejected(store: LocalRawStore, tmp_path: Path) -> None:
     path = tmp_path / "naive.csv"
     path.write_text("timestamp,price,size\n2013-10-07T10:00:00,167.0,1\n")
-    with pytest.raises(ValueError, match="naive.csv"):
+    with pytest.raises(ValueError, match=r"naive\.csv"):
         load_file(store, "csv", path, get_instrument("SPY"))
     assert store.manifest() == []
 
@@ -246,6 +255,6 @@ def test_unknown_format_raises_value_error_listing_formats(
 ) -> None:
     path = tmp_path / "x.csv"
     path.write_text("timestamp,price,size\n")
-    with pytest.raises(ValueError, match="unknown format 'xlsx'.*lean-trades"):
+    with pytest.raises(ValueError, match=r"unknown format 'xlsx'.*lean-trades"):
         load_file(store, "xlsx", path, get_instrument("SPY"))
     assert store.manifest() == []

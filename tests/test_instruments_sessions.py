@@ -97,7 +97,7 @@ def test_invalid_entry_in_local_instruments_file_raises_on_load(tmp_path: Path) 
 
 
 def test_unknown_symbol_error_tells_how_to_register(fbe_home: Path) -> None:
-    with pytest.raises(InstrumentError, match="unknown symbol 'NOPE'.*--calendar"):
+    with pytest.raises(InstrumentError, match=r"unknown symbol 'NOPE'.*--calendar"):
         get_instrument("NOPE")
 
 

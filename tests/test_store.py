@@ -54,7 +54,7 @@ def test_object_key_layout_is_kind_symbol_yyyy_mm_dd_name() -> None:
     [("trades", "a.parquet"), ("ticks", "sub/a.parquet"), ("ticks", "")],
 )
 def test_object_key_rejects_unknown_kind_and_bad_names(kind: str, name: str) -> None:
-    with pytest.raises(ValueError, match="unknown object kind|bad object name"):
+    with pytest.raises(ValueError, match=r"unknown object kind|bad object name"):
         object_key(kind, "SPY", DAY, name)
 
 
