@@ -42,6 +42,11 @@ def _instrument(symbol: str, calendar: str | None, tick_size: float) -> Instrume
             raise
     import exchange_calendars as xcals
 
+    if calendar not in xcals.get_calendar_names(include_aliases=True):
+        raise InstrumentError(
+            f"unknown exchange calendar {calendar!r} for new symbol {symbol} "
+            "(see exchange_calendars.get_calendar_names())"
+        )
     tz = str(xcals.get_calendar(calendar).tz)
     instrument = Instrument(symbol=symbol, calendar=calendar, tz=tz, tick_size=tick_size)
     register_instrument(instrument)
@@ -75,7 +80,9 @@ def load(
             report = load_file(store, fmt, path, instrument)
         except (ValueError, FileNotFoundError, RawStoreError) as exc:
             failed += 1
-            err.print(f"[red]{path}: {exc}[/red]")
+            # Reader messages start with the file name; show the full path once instead.
+            message = str(exc).removeprefix(f"{path.name}: ")
+            err.print(f"[red]{path}: {message}[/red]")
             continue
         console.print(
             f"{path.name}: {report.rows} rows, {len(report.written)} new objects, "

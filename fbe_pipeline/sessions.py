@@ -41,13 +41,8 @@ def session_table(instrument: Instrument, start: date, end: date) -> pd.DataFram
     opens = sched["open"].dt.tz_convert("UTC")
     closes = sched["close"].dt.tz_convert("UTC")
     if instrument.session_open is not None and instrument.session_close is not None:
-        local_days = sched.index.tz_localize(instrument.tz)
-        opens = pd.Series(
-            local_days + _offset(instrument.session_open), index=sched.index
-        ).dt.tz_convert("UTC")
-        closes = pd.Series(
-            local_days + _offset(instrument.session_close), index=sched.index
-        ).dt.tz_convert("UTC")
+        opens = _local_wall_clock(sched.index, instrument.session_open, instrument.tz)
+        closes = _local_wall_clock(sched.index, instrument.session_close, instrument.tz)
     return pd.DataFrame(
         {
             "trading_date": sched.index.tz_localize(None).astype("datetime64[ns]"),
@@ -57,8 +52,14 @@ def session_table(instrument: Instrument, start: date, end: date) -> pd.DataFram
     ).reset_index(drop=True)
 
 
-def _offset(t: time) -> pd.Timedelta:
-    return pd.Timedelta(hours=t.hour, minutes=t.minute)
+def _local_wall_clock(days: pd.DatetimeIndex, t: time, tz: str) -> pd.DatetimeIndex:
+    # Localize the naive wall-clock time, not midnight + offset, so a DST change day keeps the
+    # configured local time; a skipped time moves forward, a repeated one takes the first.
+    naive = days.tz_localize(None) + pd.Timedelta(hours=t.hour, minutes=t.minute)
+    local = naive.tz_localize(
+        tz, ambiguous=np.ones(len(naive), dtype=bool), nonexistent="shift_forward"
+    )
+    return local.tz_convert("UTC")
 
 
 def session_for(instrument: Instrument, trading_date: date) -> tuple[int, int] | None:
@@ -92,6 +93,8 @@ def assign_trading_dates(
     lo = pd.Timestamp(local_dates.min()).date() - timedelta(days=1)
     hi = pd.Timestamp(local_dates.max()).date() + timedelta(days=2)
     table = session_table(instrument, lo, hi)
+    if table.empty:
+        return local_dates, np.zeros(len(ts), dtype=bool)
     closes = table["close_ns"].to_numpy()
     opens = table["open_ns"].to_numpy()
     idx = np.searchsorted(closes, ts, side="right")

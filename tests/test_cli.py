@@ -133,12 +133,6 @@ def test_load_with_invalid_new_instrument_exits_2_and_registers_nothing(
     assert not (fbe_home / "instruments.yaml").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: fbe_pipeline/cli.py:40 _instrument calls "
-    "xcals.get_calendar(calendar) before Instrument validation; an unknown calendar raises "
-    "exchange_calendars' InvalidCalendarName, which is not caught: traceback, exit 1, no message",
-)
 def test_load_with_unknown_calendar_exits_2_with_clear_message(
     runner: CliRunner, fbe_home: Path, tmp_path: Path
 ) -> None:

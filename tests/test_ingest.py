@@ -236,12 +236,6 @@ def test_good_generic_csv_is_split_by_trading_date_with_its_columns(
     assert day2["price"].tolist() == [165.0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: fbe_pipeline/sources/generic.py:23 _to_ns parses zone-less ISO "
-    "timestamps with pd.to_datetime(utc=True), silently treating local wall-clock times as UTC "
-    "although the documented contract is 'ISO-8601 with zone'",
-)
 def test_csv_timestamp_without_zone_is_rejected(store: LocalRawStore, tmp_path: Path) -> None:
     path = tmp_path / "naive.csv"
     path.write_text("timestamp,price,size\n2013-10-07T10:00:00,167.0,1\n")

@@ -241,12 +241,6 @@ def test_assign_trading_dates_of_no_ticks_is_empty(fbe_home: Path) -> None:
     assert in_session.shape == (0,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: fbe_pipeline/sessions.py:97-100 assign_trading_dates indexes "
-    "opens[-1] of an empty session table when no session lies within [local date - 1, "
-    "local date + 2] (XNYS closed 2001-09-11..14): IndexError instead of the local date",
-)
 def test_tick_during_multi_day_market_closure_gets_local_date(fbe_home: Path) -> None:
     ts = np.array([_ns("2001-09-13 15:00")], dtype=np.int64)
     dates, in_session = assign_trading_dates(get_instrument("SPY"), ts)
@@ -254,12 +248,6 @@ def test_tick_during_multi_day_market_closure_gets_local_date(fbe_home: Path) ->
     assert in_session.tolist() == [False]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: fbe_pipeline/sessions.py:44-50 session_table adds session_open/close "
-    "as absolute Timedeltas to tz-aware local midnight, so on a DST-change day the narrowed "
-    "session is off by one hour (2013-11-03 09:30 New York -> 08:30 EST)",
-)
 def test_narrowed_session_on_dst_change_day_keeps_local_wall_clock_times() -> None:
     inst = Instrument(
         symbol="NY247",

@@ -21,8 +21,17 @@ def _to_ns(values: pd.Series, column: str, name: str) -> np.ndarray:
         return values.to_numpy(dtype=np.int64)
     try:
         parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+        # A zone-less time would silently be taken as UTC; a file in exchange-local time would
+        # then land on wrong times and partitions, so every value must carry its offset.
+        zoned = values.astype(str).str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{name}: column {column!r} is not ISO-8601 with zone or int ns") from exc
+    if not zoned.all():
+        first = values[~zoned].iloc[0]
+        raise ValueError(
+            f"{name}: column {column!r} has {int((~zoned).sum())} timestamps without a zone "
+            f"(first: {first!r}); add 'Z' or an offset such as '-04:00'"
+        )
     if parsed.isna().any():
         raise ValueError(f"{name}: column {column!r} has {int(parsed.isna().sum())} empty values")
     return pd.DatetimeIndex(parsed).as_unit("ns").asi8
