@@ -86,79 +86,77 @@ def build_bars(
     ------
     ValueError
         If the session bounds are not whole minutes apart.
+
+    Notes
+    -----
+    Two numba kernels do the work: :func:`_aggregate` (one pass over the ticks, also checking
+    their order) and :func:`_assemble` (gap fill, flat bars, row selection, ``vwap`` and
+    ``delta``). Only unordered input is sorted, and the frame is built from ready-made arrays,
+    so a session of ~450k ticks takes a few milliseconds (``benchmarks/bench_bars.py``).
     """
     if (session_close_ns - session_open_ns) % NS_PER_MINUTE:
         raise ValueError("session length must be a whole number of minutes")
     n_minutes = (session_close_ns - session_open_ns) // NS_PER_MINUTE
+    ts = ticks["ts_event"].to_numpy(np.int64)
+    seq = ticks["seq"].to_numpy(np.int64)
     cols = (
-        ticks["ts_event"].to_numpy(np.int64),
-        ticks["seq"].to_numpy(np.int64),
         ticks["price"].to_numpy(np.float64),
         ticks["size"].to_numpy(np.float64),
         ticks["side_sign"].to_numpy(np.int8),
         ticks["ohlc_eligible"].to_numpy(np.bool_),
         ticks["volume_eligible"].to_numpy(np.bool_),
     )
-    if not _is_ordered(cols[0], cols[1]):
-        order = np.lexsort((cols[1], cols[0]))
-        cols = tuple(c[order] for c in cols)
-    open_, high, low, close, volume, buy, sell, count, pv, vv = _aggregate(
-        cols[0], cols[2], cols[3], cols[4], cols[5], cols[6], session_open_ns, n_minutes
-    )
-    if not (count > 0).any() and np.isnan(open_).all():
+    ordered, stats, count = _aggregate(ts, seq, *cols, session_open_ns, n_minutes)
+    if not ordered:
+        # Rare (the pipeline's ticks are sorted): sort stably by (ts_event, seq), aggregate again.
+        order = np.lexsort((seq, ts))
+        ordered, stats, count = _aggregate(
+            ts[order], seq[order], *(c[order] for c in cols), session_open_ns, n_minutes
+        )
+    if not (count > 0).any() and np.isnan(stats[_OPEN]).all():
         return _empty_bars()
 
-    traded = ~np.isnan(open_) | (count > 0)
-    first = int(np.argmax(traded))
-    filled = _fillable(traded, first, MAX_FILL_MINUTES)
-    present = traded | filled
-    present[:first] = False
-
-    # Carry the last close forward so filled bars and OHLC-less minutes are flat at it.
-    idx = np.where(~np.isnan(close), np.arange(n_minutes), -1)
-    np.maximum.accumulate(idx, out=idx)
-    prev_close = np.where(idx >= 0, close[np.maximum(idx, 0)], np.nan)
-    flat = present & np.isnan(open_)
-    open_[flat] = high[flat] = low[flat] = close[flat] = prev_close[flat]
-    present &= ~np.isnan(open_)
-
-    sel = np.flatnonzero(present)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        vwap = np.where(vv[sel] > 0, pv[sel] / vv[sel], close[sel])
-    bars = pd.DataFrame(
-        {
-            "symbol": symbol,
-            "trading_date": pd.Timestamp(trading_date).normalize(),
-            "ts": pd.to_datetime(session_open_ns + sel * NS_PER_MINUTE, utc=True),
-            "open": open_[sel],
-            "high": high[sel],
-            "low": low[sel],
-            "close": close[sel],
-            "volume": volume[sel],
-            "buy_volume": buy[sel],
-            "sell_volume": sell[sel],
-            "delta": buy[sel] - sell[sel],
-            "tick_count": count[sel],
-            "vwap": vwap,
-            "is_filled": filled[sel] & ~traded[sel],
-        },
-        columns=list(BAR_COLUMNS),
+    values, bar_ts, tick_count, is_filled = _assemble(
+        stats, count, session_open_ns, MAX_FILL_MINUTES
     )
-    bars["trading_date"] = bars["trading_date"].astype("datetime64[ns]")
-    return bars
+    n = len(bar_ts)
+    # Via DatetimeIndex.astype so that a tz-aware date raises exactly as a column astype would.
+    day = pd.DatetimeIndex([pd.Timestamp(trading_date).normalize()]).astype("datetime64[ns]")
+    columns: dict[str, object] = {
+        "symbol": np.full(n, symbol, dtype=object),
+        "trading_date": np.full(n, day[0].value, dtype=np.int64).view("datetime64[ns]"),
+        "ts": pd.DatetimeIndex(bar_ts.view("datetime64[ns]"), dtype=_UTC_NS),
+    }
+    columns.update(zip(_FLOAT_COLUMNS, values, strict=True))
+    columns["tick_count"] = tick_count
+    columns["is_filled"] = is_filled
+    return pd.DataFrame(columns, columns=list(BAR_COLUMNS), copy=False)
 
 
-@njit(cache=True)
-def _is_ordered(ts: np.ndarray, seq: np.ndarray) -> bool:  # pragma: no cover - compiled
-    for i in range(1, len(ts)):
-        if ts[i] < ts[i - 1] or (ts[i] == ts[i - 1] and seq[i] < seq[i - 1]):
-            return False
-    return True
+_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
+
+# Rows of the per-minute statistics that _aggregate returns, shape (_N_STATS, n_minutes).
+_OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _BUY, _SELL, _PV, _VV = range(9)
+_N_STATS = 9
+
+# Rows of the float block that _assemble returns, in this order.
+_FLOAT_COLUMNS: tuple[str, ...] = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "buy_volume",
+    "sell_volume",
+    "delta",
+    "vwap",
+)
 
 
 @njit(cache=True)
 def _aggregate(
     ts: np.ndarray,
+    seq: np.ndarray,
     price: np.ndarray,
     size: np.ndarray,
     sign: np.ndarray,
@@ -166,66 +164,177 @@ def _aggregate(
     vol_ok: np.ndarray,
     open_ns: int,
     n_minutes: int,
-) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
-    # One pass over ticks already in (ts_event, seq) order: the first and last eligible print
-    # of a minute are its open and close, so no per-bucket sort is needed.
-    o = np.full(n_minutes, np.nan)
-    h = np.full(n_minutes, np.nan)
-    lo = np.full(n_minutes, np.nan)
-    c = np.full(n_minutes, np.nan)
-    vol = np.zeros(n_minutes)
-    buy = np.zeros(n_minutes)
-    sell = np.zeros(n_minutes)
-    cnt = np.zeros(n_minutes, np.int64)
-    pv = np.zeros(n_minutes)
-    vv = np.zeros(n_minutes)
+) -> tuple[bool, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per-minute OHLC, volumes, tick count and ``sum(price * size)`` in one pass.
+
+    Returns ``(ordered, stats, count)``: ``ordered`` is False when the ticks are not sorted by
+    ``(ts_event, seq)``, and then ``stats`` and ``count`` are meaningless and the caller must
+    sort and call again. ``stats`` rows are ``_OPEN`` .. ``_VV`` (NaN OHLC and zero sums for a
+    minute without such prints), ``count`` the volume-eligible prints per minute.
+    """
+    stats = np.empty((_N_STATS, n_minutes))
+    stats[:_VOLUME] = np.nan
+    stats[_VOLUME:] = 0.0
+    count = np.zeros(n_minutes, np.int64)
     end_ns = open_ns + n_minutes * NS_PER_MINUTE
+    if len(ts) == 0:
+        return True, stats, count
+    # Sorted ticks make each minute a contiguous run: accumulate it in scalars (registers) and
+    # store it once when the next minute starts. The first and last eligible print of a run are
+    # the minute's open and close, so no per-bucket sort is needed.
+    cur = -1  # minute being accumulated, -1 before the first in-session tick
+    edge = open_ns  # open time of the minute after `cur`
+    o = h = lo = c = np.nan
+    vol = buy = sell = pv = vv = 0.0
+    cnt = 0
+    prev_t, prev_q = ts[0], seq[0]
     for i in range(len(ts)):
-        t = ts[i]
+        t, q = ts[i], seq[i]
+        # Bitwise & and |, not `and`/`or`: equal timestamps are frequent and unpredictable,
+        # and a short-circuit branch on them costs more than the whole comparison.
+        if (t < prev_t) | ((t == prev_t) & (q < prev_q)):
+            return False, stats, count
+        prev_t, prev_q = t, q
         if t < open_ns or t >= end_ns:
             continue
-        m = (t - open_ns) // NS_PER_MINUTE
-        s = size[i]
-        if vol_ok[i]:
-            vol[m] += s
-            cnt[m] += 1
-            if sign[i] > 0:
-                buy[m] += s
-            elif sign[i] < 0:
-                sell[m] += s
-        if ohlc_ok[i]:
-            p = price[i]
-            if np.isnan(o[m]):
-                o[m] = p
-                h[m] = p
-                lo[m] = p
-            else:
-                if p > h[m]:
-                    h[m] = p
-                if p < lo[m]:
-                    lo[m] = p
-            c[m] = p
-            if vol_ok[i]:
-                pv[m] += p * s
-                vv[m] += s
-    return o, h, lo, c, vol, buy, sell, cnt, pv, vv
+        if t >= edge:
+            if cur >= 0:
+                _store(stats, count, cur, o, h, lo, c, vol, buy, sell, pv, vv, cnt)
+            cur = (t - open_ns) // NS_PER_MINUTE
+            edge = open_ns + (cur + 1) * NS_PER_MINUTE
+            o = h = lo = c = np.nan
+            vol = buy = sell = pv = vv = 0.0
+            cnt = 0
+        # Branch-free updates: eligibility and side flip at random from print to print. Adding
+        # 0.0 for a print that does not count leaves a sum bit-for-bit unchanged (a sum that
+        # starts at +0.0 is never -0.0), so the result equals skipping the print.
+        p, s, ok, v = price[i], size[i], ohlc_ok[i], vol_ok[i]
+        vs = s if v else 0.0
+        vol += vs
+        cnt += 1 if v else 0
+        buy += vs if sign[i] > 0 else 0.0
+        sell += vs if sign[i] < 0 else 0.0
+        first = np.isnan(o)
+        h = p if ok & (first | (p > h)) else h
+        lo = p if ok & (first | (p < lo)) else lo
+        o = p if ok & first else o
+        c = p if ok else c
+        both = ok & v
+        pv += p * s if both else 0.0
+        vv += s if both else 0.0
+    if cur >= 0:
+        _store(stats, count, cur, o, h, lo, c, vol, buy, sell, pv, vv, cnt)
+    return True, stats, count
 
 
-def _fillable(traded: np.ndarray, first: int, max_len: int) -> np.ndarray:
-    """Mark untraded minutes after ``first`` that lie in a run of at most ``max_len``."""
-    n = len(traded)
-    out = np.zeros(n, dtype=bool)
-    gap = ~traded
-    gap[: first + 1] = False
-    if not gap.any():
-        return out
-    edges = np.diff(np.r_[0, gap.astype(np.int8), 0])
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    for s, e in zip(starts, ends, strict=True):
-        if e - s <= max_len:
-            out[s:e] = True
-    return out
+@njit(cache=True, inline="always")
+def _store(
+    stats: np.ndarray,
+    count: np.ndarray,
+    m: int,
+    o: float,
+    h: float,
+    lo: float,
+    c: float,
+    vol: float,
+    buy: float,
+    sell: float,
+    pv: float,
+    vv: float,
+    cnt: int,
+) -> None:  # pragma: no cover - compiled
+    """Write minute ``m``'s accumulators into ``stats`` and ``count``."""
+    stats[_OPEN, m] = o
+    stats[_HIGH, m] = h
+    stats[_LOW, m] = lo
+    stats[_CLOSE, m] = c
+    stats[_VOLUME, m] = vol
+    stats[_BUY, m] = buy
+    stats[_SELL, m] = sell
+    stats[_PV, m] = pv
+    stats[_VV, m] = vv
+    count[m] = cnt
+
+
+@njit(cache=True)
+def _assemble(
+    stats: np.ndarray, count: np.ndarray, open_ns: int, max_fill: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Turn per-minute statistics into the bar rows.
+
+    A minute is *traded* when it has an OHLC-eligible or a volume-eligible print. Untraded
+    minutes after the first traded one, in a run of at most ``max_fill``, become filled bars
+    (a run at the session end counts). Filled minutes and traded minutes without an OHLC print
+    are flat at the last close before them; such a minute with no earlier close is dropped.
+
+    Returns
+    -------
+    (values, ts, tick_count, is_filled)
+        ``values`` float64, shape (len(_FLOAT_COLUMNS), n_bars), rows in
+        :data:`_FLOAT_COLUMNS` order; ``ts`` int64 bar open times (ns UTC); ``tick_count``
+        int64; ``is_filled`` bool.
+    """
+    n = len(count)
+    traded = np.empty(n, np.bool_)
+    for m in range(n):
+        traded[m] = not np.isnan(stats[_OPEN, m]) or count[m] > 0
+    # filled[m]: m lies in a short run of untraded minutes after the first traded minute.
+    filled = np.zeros(n, np.bool_)
+    m = 0
+    while m < n and not traded[m]:
+        m += 1
+    while m < n:
+        if traded[m]:
+            m += 1
+            continue
+        run_end = m
+        while run_end < n and not traded[run_end]:
+            run_end += 1
+        if run_end - m <= max_fill:
+            filled[m:run_end] = True
+        m = run_end
+    # keep[m]: the minute becomes a bar, i.e. it is traded or filled and has a price (its own
+    # or the carried close).
+    keep = np.zeros(n, np.bool_)
+    last_close = np.nan
+    for m in range(n):
+        if not np.isnan(stats[_CLOSE, m]):
+            last_close = stats[_CLOSE, m]
+        keep[m] = (traded[m] or filled[m]) and not (
+            np.isnan(stats[_OPEN, m]) and np.isnan(last_close)
+        )
+    rows = np.flatnonzero(keep)
+    k = len(rows)
+    values = np.empty((len(_FLOAT_COLUMNS), k))
+    ts = np.empty(k, np.int64)
+    tick_count = np.empty(k, np.int64)
+    is_filled = np.empty(k, np.bool_)
+    last_close = np.nan
+    j = 0
+    for m in range(n):
+        if not np.isnan(stats[_CLOSE, m]):
+            last_close = stats[_CLOSE, m]
+        if not keep[m]:
+            continue
+        if np.isnan(stats[_OPEN, m]):  # flat bar at the last close
+            o = h = lo = c = last_close
+        else:
+            o, h, lo, c = stats[_OPEN, m], stats[_HIGH, m], stats[_LOW, m], stats[_CLOSE, m]
+        buy, sell, pv, vv = stats[_BUY, m], stats[_SELL, m], stats[_PV, m], stats[_VV, m]
+        values[0, j] = o
+        values[1, j] = h
+        values[2, j] = lo
+        values[3, j] = c
+        values[4, j] = stats[_VOLUME, m]
+        values[5, j] = buy
+        values[6, j] = sell
+        values[7, j] = buy - sell
+        values[8, j] = pv / vv if vv > 0 else c
+        ts[j] = open_ns + m * NS_PER_MINUTE
+        tick_count[j] = count[m]
+        is_filled[j] = filled[m] and not traded[m]
+        j += 1
+    return values, ts, tick_count, is_filled
 
 
 def find_gaps(

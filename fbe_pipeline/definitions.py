@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -13,7 +13,7 @@ from assets.partitions import partition_key
 from fbe_pipeline.settings import paths
 from fbe_pipeline.store import RawStore
 from resources.duckdb_io import FbeDuckDBIOManager
-from resources.fbe import RawStoreResource, ScoringConfigResource
+from resources.fbe import raw_store_from_env, scoring_from_env
 from sensors.raw_data import new_raw_data_sensor, pipeline_job
 
 # Run events still go to the instance (and the UI); the console shows warnings and errors only.
@@ -33,12 +33,8 @@ def build_definitions() -> Definitions:
         sensors=[new_raw_data_sensor],
         resources={
             "io_manager": FbeDuckDBIOManager(database=str(home / "fbe.duckdb"), schema="main"),
-            "raw_store": RawStoreResource(
-                home=str(home), backend=EnvVar("FBE_RAW_BACKEND").get_value("local") or "local"
-            ),
-            "scoring": ScoringConfigResource(
-                config_json=EnvVar("FBE_SCORING_CONFIG").get_value("{}") or "{}"
-            ),
+            "raw_store": raw_store_from_env(),
+            "scoring": scoring_from_env(),
         },
     )
 

@@ -112,8 +112,39 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """One stored version of a data object, as the backend lists it.
+
+    Attributes
+    ----------
+    key : str
+        Object key.
+    version_id : str
+        Backend version id (``""`` for the local backend, which keeps one version).
+    size : int
+        Size in bytes.
+    is_latest : bool
+        Whether this is the version a plain read returns.
+    """
+
+    key: str
+    version_id: str
+    size: int
+    is_latest: bool = True
+
+
 class RawStore(ABC):
     """Interface of a write-once object store with a manifest."""
+
+    @abstractmethod
+    def stored_objects(self) -> list[StoredObject]:
+        """Every version of every data object under the :data:`KINDS` prefixes."""
+
+    @abstractmethod
+    def read_version(self, key: str, version_id: str = "") -> bytes:
+        """Bytes of one version of ``key`` (``""``: the latest); raises
+        :class:`ObjectMissingError` if absent."""
 
     @abstractmethod
     def put(
@@ -238,6 +269,21 @@ class LocalRawStore(RawStore):
 
     def manifest(self) -> list[ManifestEntry]:
         return list(self._iter_manifest())
+
+    def stored_objects(self) -> list[StoredObject]:
+        found = []
+        for kind in KINDS:
+            base = self.root / kind
+            if not base.is_dir():
+                continue
+            for path in sorted(base.rglob("*")):
+                if path.is_file() and not path.name.startswith(".tmp-"):
+                    key = path.relative_to(self.root).as_posix()
+                    found.append(StoredObject(key=key, version_id="", size=path.stat().st_size))
+        return found
+
+    def read_version(self, key: str, version_id: str = "") -> bytes:
+        return self.get(key)
 
     def _iter_manifest(self) -> Iterator[ManifestEntry]:
         if not self._manifest_path.exists():

@@ -1,5 +1,17 @@
-"""Dagster resources: settings and stores, configured from the environment (``EnvVar``)."""
+"""Dagster resources: settings and stores, configured from the environment."""
 
-from resources.fbe import FbeSettings, RawStoreResource, ScoringConfigResource, environment
+from resources.duckdb_io import FbeDuckDBIOManager
+from resources.fbe import (
+    RawStoreResource,
+    ScoringConfigResource,
+    raw_store_from_env,
+    scoring_from_env,
+)
 
-__all__ = ["FbeSettings", "RawStoreResource", "ScoringConfigResource", "environment"]
+__all__ = [
+    "FbeDuckDBIOManager",
+    "RawStoreResource",
+    "ScoringConfigResource",
+    "raw_store_from_env",
+    "scoring_from_env",
+]

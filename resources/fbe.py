@@ -4,45 +4,50 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 
 from fbe_pipeline.config import ScoringConfig
 from fbe_pipeline.settings import fbe_home
 from fbe_pipeline.store import LocalRawStore, RawStore
-
-
-def environment() -> str:
-    """Which environment this process runs in: ``ci``, ``production`` or ``local``."""
-    if os.environ.get("FBE_ENV"):
-        return os.environ["FBE_ENV"]
-    return "ci" if os.environ.get("CI") else "local"
-
-
-class FbeSettings(ConfigurableResource):  # type: ignore[type-arg]
-    """Where local state lives (``FBE_HOME``)."""
-
-    home: str
-
-    @property
-    def home_path(self) -> Path:
-        """``home`` as an absolute path."""
-        return Path(self.home).expanduser().resolve()
+from fbe_pipeline.store_s3 import S3RawStore
 
 
 class RawStoreResource(ConfigurableResource):  # type: ignore[type-arg]
-    """The immutable raw store; ``backend`` selects the implementation (``local``).
+    """The immutable raw store; ``backend`` selects the implementation.
 
     Attributes
     ----------
     home : str
         ``FBE_HOME``; the local backend keeps objects in ``$FBE_HOME/raw``.
     backend : str
-        ``local`` (the default).
+        ``local`` (the default) or ``s3`` (AWS S3 or MinIO through dagster-aws's S3 resource).
+    s3_bucket, s3_prefix : str
+        Bucket and optional key prefix (s3 backend).
+    s3_endpoint_url : str
+        Endpoint, e.g. ``http://127.0.0.1:9000`` for MinIO; empty for AWS.
+    s3_region : str
+        Region name.
+
+    Credentials are never configured here: the S3 client reads ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY`` (or a profile or role) from the environment.
     """
 
     home: str
     backend: str = "local"
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+
+    def s3_client(self) -> Any:
+        """A boto3 S3 client from dagster-aws's ``S3Resource`` with this endpoint and region."""
+        from dagster_aws.s3 import S3Resource
+
+        return S3Resource(
+            endpoint_url=self.s3_endpoint_url or None, region_name=self.s3_region
+        ).get_client()
 
     def get_store(self) -> RawStore:
         """Return the configured :class:`~fbe_pipeline.store.RawStore`.
@@ -50,11 +55,39 @@ class RawStoreResource(ConfigurableResource):  # type: ignore[type-arg]
         Raises
         ------
         ValueError
-            On an unknown backend.
+            On an unknown backend, or the s3 backend without a bucket.
         """
         if self.backend == "local":
             return LocalRawStore(Path(self.home).expanduser().resolve() / "raw")
-        raise ValueError(f"unknown raw store backend {self.backend!r}; expected 'local'")
+        if self.backend == "s3":
+            if not self.s3_bucket:
+                raise ValueError("the s3 raw store backend needs FBE_S3_BUCKET")
+            return S3RawStore(self.s3_client(), self.s3_bucket, self.s3_prefix)
+        raise ValueError(f"unknown raw store backend {self.backend!r}; expected 'local' or 's3'")
+
+
+def env_or(name: str, default: str) -> Any:
+    """``EnvVar(name)`` when the variable is set (resolved at run time, shown by name in the
+    UI), else the literal ``default``."""
+    return EnvVar(name) if os.environ.get(name) else default
+
+
+def raw_store_from_env() -> RawStoreResource:
+    """The raw store resource configured by ``FBE_HOME``, ``FBE_RAW_BACKEND``,
+    ``FBE_S3_BUCKET``, ``FBE_S3_PREFIX``, ``FBE_S3_ENDPOINT_URL`` and ``FBE_S3_REGION``."""
+    return RawStoreResource(
+        home=str(fbe_home()),
+        backend=env_or("FBE_RAW_BACKEND", "local"),
+        s3_bucket=env_or("FBE_S3_BUCKET", ""),
+        s3_prefix=env_or("FBE_S3_PREFIX", ""),
+        s3_endpoint_url=env_or("FBE_S3_ENDPOINT_URL", ""),
+        s3_region=env_or("FBE_S3_REGION", "us-east-1"),
+    )
+
+
+def scoring_from_env() -> ScoringConfigResource:
+    """The scoring config resource with ``FBE_SCORING_CONFIG`` (JSON overrides) when set."""
+    return ScoringConfigResource(config_json=env_or("FBE_SCORING_CONFIG", "{}"))
 
 
 class ScoringConfigResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -69,6 +102,3 @@ class ScoringConfigResource(ConfigurableResource):  # type: ignore[type-arg]
         return ScoringConfig.from_dict(json.loads(self.config_json or "{}"))
 
 
-def default_home() -> str:
-    """``FBE_HOME`` resolved now (used when no ``EnvVar`` is set)."""
-    return str(fbe_home())
