@@ -9,7 +9,7 @@ from dagster_pandera import pandera_schema_to_dagster_type
 from assets.common import check_result, partition
 from assets.partitions import PARTITION_EXPR, day_symbol_partitions
 from fbe_pipeline import schemas
-from fbe_pipeline.checks import check_ticks_in_session
+from fbe_pipeline.checks import check_ticks_in_session, clock_drift
 from fbe_pipeline.expectations import validate
 from fbe_pipeline.pipeline import data_version, prepare_raw_ticks, session_bounds
 from resources.fbe import RawStoreResource
@@ -22,6 +22,7 @@ from resources.fbe import RawStoreResource
     check_specs=[
         AssetCheckSpec("ticks_within_session", asset="raw_ticks", blocking=True),
         AssetCheckSpec("raw_ticks_expectations", asset="raw_ticks", blocking=True),
+        AssetCheckSpec("clock_drift", asset="raw_ticks"),
     ],
     group_name="ingest",
 )
@@ -32,17 +33,16 @@ def raw_ticks(context: AssetExecutionContext, raw_store: RawStoreResource) -> It
     store = raw_store.get_store()
     ticks, counts = prepare_raw_ticks(store, instrument, day)
     open_ns, close_ns = session_bounds(instrument, day)
-    drift = ticks["drift_ms"].dropna()
     yield Output(
         ticks,
         metadata={
             **counts,
             "data_version": data_version(store, instrument.symbol, day),
             "side_methods": ticks["side_method"].value_counts().to_dict(),
-            "drift_ms_p50": float(drift.quantile(0.5)) if len(drift) else float("nan"),
             "session_open": str(pd.Timestamp(open_ns, tz="UTC")),
             "session_close": str(pd.Timestamp(close_ns, tz="UTC")),
         },
     )
     yield check_result("ticks_within_session", check_ticks_in_session(ticks, open_ns, close_ns))
     yield check_result("raw_ticks_expectations", validate(ticks, "raw_ticks"))
+    yield check_result("clock_drift", clock_drift(ticks), warn=True)

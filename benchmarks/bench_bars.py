@@ -38,6 +38,7 @@ Exit status: 0 on success, 2 when the sample data is missing, 1 when the outputs
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import platform
@@ -195,7 +196,8 @@ def fresh_compile_seconds() -> dict[str, float]:
     """
     out = {}
     for name, obj in vars(bars_module).items():
-        if isinstance(obj, numba.core.registry.CPUDispatcher):
+        # Kernels inlined into others (inline="always") have no signatures of their own.
+        if isinstance(obj, numba.core.registry.CPUDispatcher) and obj.signatures:
             fresh = numba.njit(cache=False)(obj.py_func)
             start = time.perf_counter()
             for sig in obj.signatures:
@@ -248,8 +250,12 @@ def main() -> int:
     worst = 0.0
     for day, ticks, open_ns, close_ns in days:
         ours = build_bars(ticks, SYMBOL, pd.Timestamp(day), open_ns, close_ns)
-        worst = max(worst, assert_same(ours, pandas_bars(ticks, SYMBOL, pd.Timestamp(day),
-                                                         open_ns, close_ns), str(day)))
+        worst = max(
+            worst,
+            assert_same(
+                ours, pandas_bars(ticks, SYMBOL, pd.Timestamp(day), open_ns, close_ns), str(day)
+            ),
+        )
     variant = gap_variant(ticks0, open0, close0)
     v_ours = build_bars(variant, SYMBOL, pd.Timestamp(day0), open0, close0)
     v_base = pandas_bars(variant, SYMBOL, pd.Timestamp(day0), open0, close0)
@@ -275,14 +281,9 @@ def main() -> int:
     totals = {"n": 0, "ours": 0.0, "ours_best": 0.0, "base": 0.0, "base_best": 0.0}
     ratios = []
     for day, ticks, open_ns, close_ns in days:
-        stamp = pd.Timestamp(day)
-
-        def ours(t: pd.DataFrame = ticks, o: int = open_ns, c: int = close_ns) -> object:
-            return build_bars(t, SYMBOL, stamp, o, c)
-
-        def base(t: pd.DataFrame = ticks, o: int = open_ns, c: int = close_ns) -> object:
-            return pandas_bars(t, SYMBOL, stamp, o, c)
-
+        call = (ticks, SYMBOL, pd.Timestamp(day), open_ns, close_ns)
+        ours = functools.partial(build_bars, *call)
+        base = functools.partial(pandas_bars, *call)
         ours()
         base()
         t_ours = time_runs(ours, args.repeat)
@@ -293,7 +294,7 @@ def main() -> int:
         med_o, med_b = statistics.median(t_ours), statistics.median(t_base)
         ratio = med_b / med_o
         ratios.append(ratio)
-        n_bars = len(build_bars(ticks, SYMBOL, stamp, open_ns, close_ns))
+        n_bars = len(ours())
         print(
             f"{day!s:10} {n:>8,} {in_session:>8,} {n_bars:>4} | {med_o * 1e3:>7.2f} "
             f"{min(t_ours) * 1e3:>6.2f} {n / med_o / 1e6:>8.1f} | {med_b * 1e3:>9.2f} "

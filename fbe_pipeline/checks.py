@@ -247,3 +247,39 @@ def check_entry_timing(trades: pd.DataFrame) -> CheckOutcome:
             "first": _head(trades.loc[bad]),
         },
     )
+
+
+def clock_drift(ticks: pd.DataFrame, threshold_ms: float = 100.0) -> CheckOutcome:
+    """Clock drift ``ts_recv - ts_event`` of a partition's ticks (SPEC §2, §7).
+
+    Drift is monitored, never corrected: the check fails (a warning in the pipeline) when any
+    tick's ``|drift|`` exceeds ``threshold_ms``. Ticks without a receive time are not counted.
+
+    Parameters
+    ----------
+    ticks : pandas.DataFrame
+        Raw ticks with ``drift_ms`` (float64 ms, NaN without ``ts_recv``).
+    threshold_ms : float
+        Flag limit, ms.
+
+    Returns
+    -------
+    CheckOutcome
+        Metadata ``ticks_with_recv``, ``p50_ms``, ``p99_ms``, ``max_ms`` (of the signed drift)
+        and ``over_threshold`` (count with ``|drift| > threshold_ms``).
+    """
+    drift = ticks["drift_ms"].dropna().to_numpy(np.float64)
+    if len(drift) == 0:
+        return CheckOutcome(passed=True, metadata={"ticks_with_recv": 0, "note": "no ts_recv"})
+    over = int((np.abs(drift) > threshold_ms).sum())
+    return CheckOutcome(
+        passed=over == 0,
+        metadata={
+            "ticks_with_recv": len(drift),
+            "p50_ms": round(float(np.percentile(drift, 50)), 3),
+            "p99_ms": round(float(np.percentile(drift, 99)), 3),
+            "max_ms": round(float(drift.max()), 3),
+            "over_threshold": over,
+            "threshold_ms": threshold_ms,
+        },
+    )

@@ -22,7 +22,7 @@ from fbe_pipeline.instruments import (
     register_instrument,
 )
 from fbe_pipeline.settings import paths, prepare_dagster_home
-from fbe_pipeline.store import LocalRawStore, RawStoreError
+from fbe_pipeline.store import LocalRawStore, RawStore, RawStoreError
 
 app = typer.Typer(add_completion=False, help="FBE, the False Breakout Engine.")
 # Wide enough for the summary table when output goes to a file or CI log.
@@ -30,8 +30,10 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
-def _store() -> LocalRawStore:
-    return LocalRawStore(paths().raw)
+def _store() -> RawStore:
+    from resources.fbe import raw_store_from_env
+
+    return raw_store_from_env(deferred=False).get_store()
 
 
 def _instrument(symbol: str, calendar: str | None, tick_size: float) -> Instrument:
@@ -161,6 +163,51 @@ def summary() -> None:
             ", ".join(checks.get((str(r["symbol"]), str(r["date"])), [])) or "-",
         )
     console.print(table)
+
+
+storage_app = typer.Typer(help="Raw store administration.")
+app.add_typer(storage_app, name="storage")
+
+
+@storage_app.command("init")
+def storage_init(
+    retention_days: Annotated[
+        int, typer.Option(help="default COMPLIANCE retention of each object version, days")
+    ] = 365,
+) -> None:
+    """Prepare the raw store: for S3, a bucket with versioning and object lock (re-runnable)."""
+    from fbe_pipeline.store_s3 import init_bucket
+    from resources.fbe import raw_store_from_env
+
+    resource = raw_store_from_env(deferred=False)
+    if isinstance(resource.get_store(), LocalRawStore):
+        paths().raw.mkdir(parents=True, exist_ok=True)
+        console.print(f"local raw store ready at {paths().raw}")
+        return
+    bucket = str(resource.s3_bucket)
+    try:
+        status = init_bucket(resource.s3_client(), bucket, retention_days)
+    except (RawStoreError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"bucket {bucket} {status}: versioning on, object lock COMPLIANCE {retention_days} days"
+    )
+
+
+@app.command()
+def integrity() -> None:
+    """Verify every raw object against the manifest; exit 1 naming each offending object."""
+    from fbe_pipeline.definitions import run_integrity
+
+    prepare_dagster_home()
+    passed, findings = run_integrity()
+    for row in findings.itertuples(index=False):
+        err.print(f"[red]{row.problem}: {row.key}[/red]")
+    if not passed:
+        err.print(f"[red]integrity check failed: {len(findings)} findings[/red]")
+        raise typer.Exit(1)
+    console.print("raw store intact: every manifest entry matches its object")
 
 
 @app.command()

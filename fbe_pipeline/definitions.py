@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from datetime import date
 
+import pandas as pd
+
 from dagster import Definitions
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from assets import PIPELINE_ASSETS
+from assets.integrity import integrity_job, raw_integrity
 from assets.partitions import partition_key
 from fbe_pipeline.settings import paths
 from fbe_pipeline.store import RawStore
 from resources.duckdb_io import FbeDuckDBIOManager
 from resources.fbe import raw_store_from_env, scoring_from_env
-from sensors.raw_data import new_raw_data_sensor, pipeline_job
+from sensors import integrity_schedule, new_raw_data_sensor, pipeline_job
 
 # Run events still go to the instance (and the UI); the console shows warnings and errors only.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -28,9 +31,10 @@ def build_definitions() -> Definitions:
     """
     home = paths().home
     return Definitions(
-        assets=PIPELINE_ASSETS,
-        jobs=[pipeline_job],
+        assets=[*PIPELINE_ASSETS, raw_integrity],
+        jobs=[pipeline_job, integrity_job],
         sensors=[new_raw_data_sensor],
+        schedules=[integrity_schedule],
         resources={
             "io_manager": FbeDuckDBIOManager(database=str(home / "fbe.duckdb"), schema="main"),
             "raw_store": raw_store_from_env(),
@@ -119,3 +123,23 @@ def failed_checks() -> dict[tuple[str, str], list[str]]:
             names.append(f"step failed: {record.step_key}")
         out[(sym, day)] = sorted(names)
     return out
+
+
+def run_integrity() -> tuple[bool, pd.DataFrame]:
+    """Run the integrity job on the instance in ``DAGSTER_HOME`` (results show in the UI).
+
+    Returns
+    -------
+    (bool, pandas.DataFrame)
+        Whether every integrity check passed, and the findings (``problem``, ``key``).
+    """
+    from dagster import DagsterInstance
+
+    result = defs.resolve_job_def(integrity_job.name).execute_in_process(
+        instance=DagsterInstance.get(), run_config=_QUIET, raise_on_error=False
+    )
+    if not result.success:
+        raise RuntimeError(f"integrity run {result.run_id} failed; see the Dagster UI")
+    findings = result.output_for_node("raw_integrity")
+    passed = all(e.passed for e in result.get_asset_check_evaluations())
+    return passed, findings

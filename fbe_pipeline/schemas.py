@@ -200,6 +200,22 @@ BACKTEST_SUMMARY = DataFrameSchema(
     name="backtest_summary",
 )
 
+RAW_INTEGRITY = DataFrameSchema(
+    {
+        "checked_at": Column(_TS),
+        "problem": Column(
+            str,
+            Check.isin(
+                ["missing", "size_mismatch", "sha_mismatch", "extra_versions", "unmanifested"]
+            ),
+        ),
+        "key": Column(str),
+    },
+    strict=True,
+    ordered=True,
+    name="raw_integrity",
+)
+
 ALL: dict[str, pa.DataFrameSchema] = {
     s.name: s  # type: ignore[misc]
     for s in (
@@ -211,5 +227,6 @@ ALL: dict[str, pa.DataFrameSchema] = {
         REGIME_TAGS,
         BACKTEST_TRADES,
         BACKTEST_SUMMARY,
+        RAW_INTEGRITY,
     )
 }

@@ -66,13 +66,15 @@ def init_bucket(client: Any, bucket: str, retention_days: int = DEFAULT_RETENTIO
     """
     if retention_days <= 0:
         raise ValueError("retention_days must be > 0")
-    status = "created"
+    # us-east-1 answers 200 to re-creating a bucket one owns, so ask first.
     try:
-        client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-    except Exception as exc:
-        if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-            raise
+        client.head_bucket(Bucket=bucket)
         status = "exists"
+    except Exception as exc:
+        if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+        client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+        status = "created"
     client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     try:
         current = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
@@ -82,7 +84,9 @@ def init_bucket(client: Any, bucket: str, retention_days: int = DEFAULT_RETENTIO
         ) from exc
     rule = current.get("Rule", {}).get("DefaultRetention", {})
     if rule and rule.get("Mode") != "COMPLIANCE":
-        raise RawStoreError(f"bucket {bucket} uses object lock mode {rule.get('Mode')}, not COMPLIANCE")
+        raise RawStoreError(
+            f"bucket {bucket} uses object lock mode {rule.get('Mode')}, not COMPLIANCE"
+        )
     client.put_object_lock_configuration(
         Bucket=bucket,
         ObjectLockConfiguration={

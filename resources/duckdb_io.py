@@ -9,6 +9,7 @@ the first frame. Here every table is created up front from its pandera schema
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -71,7 +72,13 @@ class ContractTypeHandler(DuckDBPandasTypeHandler):
 
 
 class FbeDuckDBIOManager(DuckDBPandasIOManager):
-    """``DuckDBPandasIOManager`` with :class:`ContractTypeHandler`."""
+    """``DuckDBPandasIOManager`` with :class:`ContractTypeHandler`; creates the database's
+    directory (a fresh ``FBE_HOME``) before connecting."""
+
+    def create_io_manager(self, context: Any) -> Any:
+        """Make sure the DuckDB file's directory exists, then build the I/O manager."""
+        Path(self.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return super().create_io_manager(context)
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:

@@ -66,22 +66,30 @@ class RawStoreResource(ConfigurableResource):  # type: ignore[type-arg]
         raise ValueError(f"unknown raw store backend {self.backend!r}; expected 'local' or 's3'")
 
 
-def env_or(name: str, default: str) -> Any:
-    """``EnvVar(name)`` when the variable is set (resolved at run time, shown by name in the
-    UI), else the literal ``default``."""
-    return EnvVar(name) if os.environ.get(name) else default
+def env_or(name: str, default: str, deferred: bool = True) -> Any:
+    """The setting ``name`` from the environment, else ``default``.
+
+    With ``deferred`` a set variable is returned as ``EnvVar(name)``, which Dagster resolves
+    at run time and shows by name (never by value) in the UI; without it, as its value, for
+    code that uses the resource outside a Dagster run (the CLI).
+    """
+    value = os.environ.get(name)
+    if not value:
+        return default
+    return EnvVar(name) if deferred else value
 
 
-def raw_store_from_env() -> RawStoreResource:
+def raw_store_from_env(deferred: bool = True) -> RawStoreResource:
     """The raw store resource configured by ``FBE_HOME``, ``FBE_RAW_BACKEND``,
-    ``FBE_S3_BUCKET``, ``FBE_S3_PREFIX``, ``FBE_S3_ENDPOINT_URL`` and ``FBE_S3_REGION``."""
+    ``FBE_S3_BUCKET``, ``FBE_S3_PREFIX``, ``FBE_S3_ENDPOINT_URL`` and ``FBE_S3_REGION``
+    (see :func:`env_or` for ``deferred``)."""
     return RawStoreResource(
         home=str(fbe_home()),
-        backend=env_or("FBE_RAW_BACKEND", "local"),
-        s3_bucket=env_or("FBE_S3_BUCKET", ""),
-        s3_prefix=env_or("FBE_S3_PREFIX", ""),
-        s3_endpoint_url=env_or("FBE_S3_ENDPOINT_URL", ""),
-        s3_region=env_or("FBE_S3_REGION", "us-east-1"),
+        backend=env_or("FBE_RAW_BACKEND", "local", deferred),
+        s3_bucket=env_or("FBE_S3_BUCKET", "", deferred),
+        s3_prefix=env_or("FBE_S3_PREFIX", "", deferred),
+        s3_endpoint_url=env_or("FBE_S3_ENDPOINT_URL", "", deferred),
+        s3_region=env_or("FBE_S3_REGION", "us-east-1", deferred),
     )
 
 
@@ -100,5 +108,3 @@ class ScoringConfigResource(ConfigurableResource):  # type: ignore[type-arg]
         import json
 
         return ScoringConfig.from_dict(json.loads(self.config_json or "{}"))
-
-

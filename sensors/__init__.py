@@ -1,5 +1,6 @@
-"""Sensors: react to new raw data in the store."""
+"""Sensors and schedules: react to new raw data; verify the raw store on a schedule."""
 
-from sensors.raw_data import new_raw_data_sensor
+from sensors.raw_data import new_raw_data_sensor, pipeline_job
+from sensors.schedules import integrity_schedule
 
-__all__ = ["new_raw_data_sensor"]
+__all__ = ["integrity_schedule", "new_raw_data_sensor", "pipeline_job"]

@@ -72,8 +72,12 @@ def test_definitions_load_with_all_pipeline_assets() -> None:
         "regime_tags",
         "backtest_trades",
         "backtest_summary",
+        "raw_integrity",
     }
     assert defs.resolve_job_def("fbe_pipeline_job") is not None
+    assert defs.resolve_job_def("raw_integrity_job") is not None
+    schedule = defs.resolve_schedule_def("raw_integrity_hourly")
+    assert schedule.cron_schedule == "0 * * * *"
 
 
 def test_no_dependency_reaches_a_later_partition() -> None:

@@ -1,0 +1,63 @@
+"""``raw_integrity``: the raw store verified against its manifest, as asset checks."""
+
+from collections.abc import Iterator
+
+import pandas as pd
+from dagster import AssetCheckSpec, AssetExecutionContext, Output, asset, define_asset_job
+from dagster_pandera import pandera_schema_to_dagster_type
+
+from assets.common import check_result
+from fbe_pipeline import schemas
+from fbe_pipeline.checks import CheckOutcome
+from fbe_pipeline.integrity import IntegrityReport, verify_store
+from resources.fbe import RawStoreResource
+
+_CHECKS = {
+    "manifest_objects_present": ("missing",),
+    "manifest_checksums_match": ("size_mismatch", "sha_mismatch"),
+    "single_version_per_object": ("extra_versions",),
+    "no_unmanifested_objects": ("unmanifested",),
+}
+
+
+def report_frame(report: IntegrityReport, checked_at: pd.Timestamp) -> pd.DataFrame:
+    """One row per finding: ``checked_at`` (UTC), ``problem``, ``key``."""
+    rows = report.findings()
+    return pd.DataFrame(
+        {
+            "checked_at": pd.DatetimeIndex([checked_at] * len(rows), tz="UTC"),
+            "problem": [p for p, _ in rows],
+            "key": [k for _, k in rows],
+        }
+    )
+
+
+@asset(
+    dagster_type=pandera_schema_to_dagster_type(schemas.RAW_INTEGRITY),
+    check_specs=[AssetCheckSpec(name, asset="raw_integrity") for name in _CHECKS],
+    group_name="integrity",
+)
+def raw_integrity(context: AssetExecutionContext, raw_store: RawStoreResource) -> Iterator[object]:
+    """Findings of verifying every manifest entry against the stored objects (existence, size,
+    SHA-256), objects with more than one version and objects missing from the manifest."""
+    report = verify_store(raw_store.get_store())
+    frame = report_frame(report, pd.Timestamp.now(tz="UTC"))
+    yield Output(
+        frame,
+        metadata={
+            "checked": report.checked,
+            "findings": len(frame),
+            "seconds": round(report.seconds, 3),
+            "backend": raw_store.backend,
+        },
+    )
+    for name, problems in _CHECKS.items():
+        keys = sorted(k for p in problems for k in getattr(report, p))
+        outcome = CheckOutcome(
+            passed=not keys,
+            metadata={"checked": report.checked, "offending": len(keys), "objects": keys[:50]},
+        )
+        yield check_result(name, outcome)
+
+
+integrity_job = define_asset_job("raw_integrity_job", selection=[raw_integrity])

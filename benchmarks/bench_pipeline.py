@@ -1,0 +1,381 @@
+"""Wall time of the main Dagster job, split into compute and Dagster overhead.
+
+What is measured
+----------------
+The real sample data set (``$FBE_SAMPLE_DATA``, default ``../shared/data``) is loaded into a
+fresh, temporary ``FBE_HOME`` with :func:`fbe_pipeline.ingest.load_file` (as ``fbe load-sample``
+does). Then, in one process:
+
+1. **compute, warm-up pass** -- every partition computed by calling the domain functions
+   directly (see below). Untimed for the split; it loads the numba kernels, the exchange
+   calendars and the Great Expectations context and warms the OS file cache, one-off costs that
+   would otherwise be charged to whichever path ran first.
+2. **Dagster** -- :func:`fbe_pipeline.definitions.materialize_partitions` on the store (after
+   :func:`fbe_pipeline.settings.prepare_dagster_home`): one ``execute_in_process`` run of the
+   pipeline job per partition, in date order, exactly as ``fbe materialize`` does. Wall time.
+3. **compute, timed pass** -- the same direct computation again.
+
+The direct computation does, per partition in date order, what the asset bodies of
+``assets/`` do with the domain functions of :mod:`fbe_pipeline.pipeline`: ``prepare_raw_ticks``,
+``session_bars``, ``session_features`` (warm-up window from the previous sessions' bars kept in
+memory), ``session_scores``, ``session_signals``, ``session_regimes`` (features of the look-back
+window in memory), ``session_backtest`` and ``session_summary`` (trades of the look-back window
+in memory), plus every in-asset check (:mod:`fbe_pipeline.checks`,
+:func:`fbe_pipeline.expectations.validate`, the vendor-bar match with its store read, the
+prefix-invariance re-computations) and ``data_version``/``trade_metrics`` for the metadata. A
+failing blocking check skips the partition's downstream steps, as in a Dagster run.
+
+``overhead = Dagster wall - compute``: everything the orchestration adds around the same work --
+run creation and event logging on the Dagster instance, the DuckDB I/O manager writing every
+output and reading the inputs back (including the look-back windows), the pandera type checks
+of every output, resource and context setup, step launching. The pandera validation time is
+also measured on its own (calling the same schemas on the direct outputs) and shown as a part
+of the overhead. Importing the Dagster definitions is a one-off start-up cost and is reported
+separately, outside the job wall time.
+
+Run from the repository root with the project's virtualenv (about 2-3 minutes)::
+
+    python benchmarks/bench_pipeline.py [--keep]
+
+``--keep`` leaves the temporary ``FBE_HOME`` in place (its path is printed) instead of deleting
+it. Exit status: 0 on success, 2 when the sample data is missing, 1 when a Dagster run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from typing import Any
+
+
+class Stopwatch:
+    """Accumulates wall time per label."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, label: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[label] += time.perf_counter() - start
+
+    @property
+    def total(self) -> float:
+        """Sum over all labels, s."""
+        return sum(self.seconds.values())
+
+
+def window(frames: dict[date, Any], day: date, days: int) -> Any:
+    """Concatenate the in-memory frames of ``[day - days, day]``, the partitions a Dagster
+    look-back mapping of ``days`` hands an asset (the DuckDB I/O manager returns them as one
+    frame)."""
+    import pandas as pd
+
+    parts = [f for d, f in sorted(frames.items()) if day - timedelta(days=days) <= d <= day]
+    non_empty = [f for f in parts if len(f)]
+    if not non_empty:
+        return parts[-1]
+    return pd.concat(non_empty, ignore_index=True)
+
+
+def compute_all(
+    store: Any, parts: list[tuple[date, str]], watch: Stopwatch, types: Stopwatch
+) -> dict[str, int]:
+    """Run every partition through the domain functions and checks; return outcome counts.
+
+    ``watch`` gets the compute time per step, ``types`` the pandera validation of each output
+    (the check Dagster's ``dagster_type`` does; not part of compute).
+    """
+    from assets.partitions import REGIME_DAYS, SUMMARY_DAYS, WARMUP_DAYS
+    from fbe_pipeline import checks, schemas
+    from fbe_pipeline.backtest import trade_metrics
+    from fbe_pipeline.config import ScoringConfig
+    from fbe_pipeline.expectations import validate
+    from fbe_pipeline.instruments import get_instrument
+    from fbe_pipeline.pipeline import (
+        data_version,
+        prepare_raw_ticks,
+        session_backtest,
+        session_bars,
+        session_bounds,
+        session_features,
+        session_regimes,
+        session_scores,
+        session_signals,
+        session_summary,
+        warmup_window,
+    )
+
+    config = ScoringConfig.from_dict(json.loads(os.environ.get("FBE_SCORING_CONFIG") or "{}"))
+    memory: dict[str, dict[str, dict[date, Any]]] = defaultdict(lambda: defaultdict(dict))
+    outcome = {"partitions": 0, "blocked": 0, "warn_failed": 0}
+
+    def typed(schema: Any, frame: Any) -> None:
+        with types(schema.name):
+            schema.validate(frame)
+
+    def gate(results: list[checks.CheckOutcome], warn: list[checks.CheckOutcome]) -> bool:
+        outcome["warn_failed"] += sum(not r.passed for r in warn)
+        return all(r.passed for r in results)
+
+    for day, symbol in parts:
+        outcome["partitions"] += 1
+        instrument = get_instrument(symbol)
+        mem = memory[symbol]
+
+        with watch("raw_ticks"):
+            ticks, _ = prepare_raw_ticks(store, instrument, day)
+            open_ns, close_ns = session_bounds(instrument, day)
+            data_version(store, symbol, day)
+        with watch("raw_ticks checks"):
+            ok = gate(
+                [
+                    checks.check_ticks_in_session(ticks, open_ns, close_ns),
+                    validate(ticks, "raw_ticks"),
+                ],
+                [checks.clock_drift(ticks)],
+            )
+        typed(schemas.RAW_TICKS, ticks)
+        if not ok:
+            outcome["blocked"] += 1
+            continue
+
+        with watch("bars_1m"):
+            bars = session_bars(ticks, instrument, day)
+            data_version(store, symbol, day)
+        with watch("bars_1m checks"):
+            reference = store.read_partition("refbars", symbol, day)
+            vendor = (
+                [checks.vendor_match(bars, reference, open_ns, close_ns)]
+                if reference is not None
+                else []
+            )
+            ok = gate(
+                [
+                    checks.check_ohlc_invariants(bars),
+                    checks.check_bar_times(bars, open_ns, close_ns),
+                    validate(bars, "bars_1m"),
+                ],
+                [checks.gap_report(bars, open_ns, close_ns), *vendor],
+            )
+        typed(schemas.BARS_1M, bars)
+        mem["bars"][day] = bars
+        if not ok:
+            outcome["blocked"] += 1
+            continue
+
+        with watch("features"):
+            books = store.read_partition("books", symbol, day)
+            win = warmup_window(window(mem["bars"], day, WARMUP_DAYS), day)
+            feats = session_features(win, day, books)
+        with watch("features checks"):
+            ok = gate(
+                [
+                    checks.check_prefix_invariance(
+                        win,
+                        lambda b: session_features(b, day, books),
+                        checks.sample_cut_times(feats["ts"]),
+                        feats,
+                    )
+                ],
+                [],
+            )
+        typed(schemas.FEATURES, feats)
+        mem["features"][day] = feats
+        if not ok:
+            outcome["blocked"] += 1
+            continue
+
+        with watch("scores"):
+            scores = session_scores(feats, config)
+        with watch("scores checks"):
+            ok = gate(
+                [
+                    checks.check_prefix_invariance(
+                        feats,
+                        lambda f: session_scores(f, config),
+                        checks.sample_cut_times(scores["ts"]),
+                        scores,
+                    )
+                ],
+                [],
+            )
+        typed(schemas.SCORES, scores)
+        if not ok:
+            outcome["blocked"] += 1
+            continue
+
+        with watch("signals"):
+            signals = session_signals(scores, config)
+        with watch("signals checks"):
+            ok = gate(
+                [
+                    checks.check_prefix_invariance(
+                        scores,
+                        lambda s: session_signals(s, config),
+                        checks.sample_cut_times(scores["ts"]),
+                        signals,
+                    ),
+                    checks.check_signal_timing(signals),
+                ],
+                [],
+            )
+        typed(schemas.SIGNALS, signals)
+        if not ok:
+            outcome["blocked"] += 1
+            continue
+
+        with watch("regime_tags"):
+            regimes = session_regimes(window(mem["features"], day, REGIME_DAYS), instrument, day)
+        typed(schemas.REGIME_TAGS, regimes)
+
+        with watch("backtest_trades"):
+            version = data_version(store, symbol, day)
+            trades = session_backtest(bars, feats, signals, regimes, config, version)
+            trade_metrics(trades)
+        with watch("backtest_trades checks"):
+            ok = gate([checks.check_entry_timing(trades)], [])
+        typed(schemas.BACKTEST_TRADES, trades)
+        mem["trades"][day] = trades
+        if not ok:
+            outcome["blocked"] += 1
+            continue
+
+        with watch("backtest_summary"):
+            version = data_version(store, symbol, day)
+            summary = session_summary(
+                window(mem["trades"], day, SUMMARY_DAYS), symbol, day, config, version
+            )
+        typed(schemas.BACKTEST_SUMMARY, summary)
+    return outcome
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """``(seconds, result)`` of one call."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def main() -> int:
+    """Run the benchmark; return the process exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--keep", action="store_true", help="keep the temporary FBE_HOME")
+    args = parser.parse_args()
+
+    # FBE_HOME must point at the scratch directory before fbe_pipeline.definitions (and the
+    # asset modules, which read the instrument registry under FBE_HOME) are imported.
+    home = tempfile.mkdtemp(prefix="fbe-bench-")
+    os.environ["FBE_HOME"] = home
+    logging.basicConfig(level=logging.WARNING)
+    # Same as the CLI: Dagster's beta/preview warnings are not actionable here.
+    warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
+    try:
+        return run(home)
+    finally:
+        if args.keep:
+            print(f"\nFBE_HOME kept at {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def run(home: str) -> int:
+    """The benchmark proper, with ``FBE_HOME`` already set to ``home``."""
+    import numpy as np
+    import pandas as pd
+
+    from fbe_pipeline.ingest import load_file
+    from fbe_pipeline.instruments import get_instrument
+    from fbe_pipeline.sample import SampleDataMissingError, sample_files
+    from fbe_pipeline.settings import paths, prepare_dagster_home
+    from fbe_pipeline.store import LocalRawStore
+
+    try:
+        files = sample_files()
+    except SampleDataMissingError as exc:
+        print(f"sample data missing: {exc}", file=sys.stderr)
+        return 2
+
+    print(
+        f"python {platform.python_version()}  numpy {np.__version__}  pandas {pd.__version__}  "
+        f"cpus {os.cpu_count()}  FBE_HOME={home}"
+    )
+    store = LocalRawStore(paths().raw)
+    t_load, _ = timed(
+        lambda: [load_file(store, f.fmt, f.path, get_instrument(f.symbol)) for f in files]
+    )
+    parts = sorted((day, sym) for sym, day in store.partitions("ticks"))
+    print(f"loaded {len(files)} sample files in {t_load:.1f} s: {len(parts)} partitions")
+
+    # Start-up: Dagster, the asset modules and the Definitions (reads FBE_HOME).
+    start = time.perf_counter()
+    from dagster import DagsterInstance, RunsFilter
+    from rich.console import Console
+
+    from fbe_pipeline.definitions import materialize_partitions
+    from sensors import pipeline_job
+
+    t_import = time.perf_counter() - start
+
+    # 1. Warm-up pass of the direct computation (one-off costs, see the module docstring).
+    t_warm, _ = timed(lambda: compute_all(store, parts, Stopwatch(), Stopwatch()))
+
+    # 2. The Dagster job, its progress display sent to a string buffer.
+    prepare_dagster_home()
+    quiet = Console(file=io.StringIO())
+    t_dagster, failures = timed(lambda: materialize_partitions(store, console=quiet))
+    records = DagsterInstance.get().get_run_records(RunsFilter(job_name=pipeline_job.name))
+    in_runs = sum(r.end_time - r.start_time for r in records if r.start_time and r.end_time)
+
+    # 3. Timed pass of the direct computation.
+    watch, types = Stopwatch(), Stopwatch()
+    t_compute, outcome = timed(lambda: compute_all(store, parts, watch, types))
+    compute = watch.total  # the pandera calls between the steps are timed apart
+
+    n = len(parts)
+    overhead = t_dagster - compute
+    print(
+        f"\n{n} partitions ({', '.join(sorted({s for _, s in parts}))}); Dagster runs failed: "
+        f"{failures}; direct path: {outcome['blocked']} partitions stopped by a blocking check, "
+        f"{outcome['warn_failed']} warning checks failed"
+    )
+    print(f"one-off: import fbe_pipeline.definitions {t_import:.2f} s (not in the job wall time)")
+    print(
+        f"direct path: warm-up pass {t_warm:.1f} s; timed pass {t_compute:.1f} s, of which "
+        f"{compute:.1f} s compute, {types.total:.1f} s pandera type checks\n"
+    )
+    rows = [
+        ("Dagster job wall time (materialize_partitions)", t_dagster),
+        ("  of which inside runs (run start -> end)", in_runs),
+        ("compute (domain functions + in-asset checks)", compute),
+        ("overhead = wall - compute", overhead),
+        ("  of which pandera output type checks", types.total),
+    ]
+    print(f"{'':48} {'total s':>8} {'per partition s':>16} {'% of wall':>10}")
+    for label, value in rows:
+        print(f"{label:48} {value:>8.2f} {value / n:>16.3f} {100 * value / t_dagster:>9.1f}%")
+
+    print(f"\ncompute by step (timed pass, {n} partitions):")
+    for label, value in sorted(watch.seconds.items(), key=lambda kv: -kv[1]):
+        print(f"  {label:28} {value:>7.2f} s  {100 * value / compute:>5.1f}%")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
