@@ -10,7 +10,11 @@ resolution are *not* timed), and turned into the XNYS regular session's 1-minute
 * ``build_bars`` -- the numba kernel used by the pipeline, and
 * :func:`pandas_bars` -- the same computation written the usual pandas way
   (``set_index(pd.to_datetime(ts, utc=True))``, ``.resample("1min")`` aggregations,
-  ``reindex`` onto the session minutes, ``ffill``/``mask`` for the flat fill).
+  ``reindex`` onto the session minutes, ``ffill``/``mask`` for the flat fill). It is kept
+  reasonable, not a straw man: it copies only the seven tick columns it needs (not the string
+  columns) and calls ``to_datetime`` with ``unit="ns", cache=False``; without these two
+  choices it takes ~2.4x as long (~125 ms instead of ~52 ms for a 460k-tick day), which would
+  inflate the ratio accordingly.
 
 Before anything is timed the two outputs are asserted equal with
 ``pandas.testing.assert_frame_equal`` (same columns, dtypes and values, NaN equal to NaN) on every

@@ -44,6 +44,7 @@ it. Exit status: 0 on success, 2 when the sample data is missing, 1 when a Dagst
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import logging
@@ -197,7 +198,7 @@ def compute_all(
                 [
                     checks.check_prefix_invariance(
                         win,
-                        lambda b, d=day, k=books: session_features(b, d, k),
+                        functools.partial(session_features, trading_date=day, books=books),
                         checks.sample_cut_times(feats["ts"]),
                         feats,
                     )

@@ -46,9 +46,8 @@ def later_partition_violations(
             for up in _upstream_keys(mapping, key):
                 up_day, up_symbol = split_key(up)
                 if up_day > day or up_symbol != symbol:
-                    bad.append(
-                        f"{asset_key.to_user_string()} <- {upstream.to_user_string()}: {key} -> {up}"
-                    )
+                    edge = f"{asset_key.to_user_string()} <- {upstream.to_user_string()}"
+                    bad.append(f"{edge}: {key} -> {up}")
     return bad
 
 
