@@ -12,6 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from assets import PIPELINE_ASSETS
 from assets.integrity import integrity_job, raw_integrity
 from assets.partitions import partition_key
+from fbe_pipeline.instruments import get_instrument
+from fbe_pipeline.sessions import session_for
 from fbe_pipeline.settings import paths
 from fbe_pipeline.store import RawStore
 from resources.duckdb_io import FbeDuckDBIOManager
@@ -58,6 +60,9 @@ def materialize_partitions(
     materializations and check results show in the UI). Date order guarantees the earlier
     partitions that look-backs read are already materialized.
 
+    Partitions whose trading date has no session in the instrument's calendar are skipped
+    with a message.
+
     Returns
     -------
     int
@@ -73,6 +78,12 @@ def materialize_partitions(
         and (end is None or day <= end)
     ]
     parts.sort()
+    # Ticks stored on a day without a session (e.g. a holiday's pre-market prints) have no
+    # bars to build; say so instead of failing a run.
+    closed = [(d, s) for d, s in parts if session_for(get_instrument(s), d) is None]
+    for day, sym in closed:
+        (console or Console()).print(f"skipped {sym} {day}: no {sym} session that day")
+    parts = [p for p in parts if p not in closed]
     job = defs.resolve_job_def(pipeline_job.name)
     instance = DagsterInstance.get()
     failures = 0

@@ -173,3 +173,14 @@ def test_summary_before_any_materialization_exits_1_with_hint(
     result = runner.invoke(app, ["summary"])
     assert result.exit_code == 1
     assert _flat("nothing materialized yet: run `fbe materialize`") in _flat(result.output)
+
+
+def test_materialize_skips_a_day_without_session_with_a_message(
+    runner: CliRunner, fbe_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_placeholder"))
+    saturday = _write(tmp_path / "sat.csv", "timestamp,price,size\n2013-10-12T14:00:00Z,167.0,5\n")
+    assert runner.invoke(app, ["load", "csv", str(saturday), "--symbol", "SPY"]).exit_code == 0
+    result = runner.invoke(app, ["materialize"])
+    assert result.exit_code == 0, result.output
+    assert _flat("skipped SPY 2013-10-12: no SPY session that day") in _flat(result.output)
