@@ -74,6 +74,29 @@ class ManifestEntry:
     written_at: str
     version_id: str = ""
 
+    @classmethod
+    def now(
+        cls,
+        key: str,
+        data: bytes,
+        *,
+        rows: int,
+        source_file: str,
+        source_sha256: str,
+        version_id: str = "",
+    ) -> ManifestEntry:
+        """The entry of ``data`` written under ``key`` at the current UTC time."""
+        return cls(
+            key=key,
+            size=len(data),
+            sha256=sha256_bytes(data),
+            rows=rows,
+            source_file=source_file,
+            source_sha256=source_sha256,
+            written_at=datetime.now(UTC).isoformat(),
+            version_id=version_id,
+        )
+
 
 def object_key(kind: str, symbol: str, trading_date: date, name: str) -> str:
     """Return the key ``<kind>/<symbol>/YYYY/MM/DD/<name>``.
@@ -246,14 +269,8 @@ class LocalRawStore(RawStore):
                 raise ObjectExistsError(f"raw object {key} was created concurrently") from exc
         finally:
             os.unlink(tmp)
-        entry = ManifestEntry(
-            key=key,
-            size=len(data),
-            sha256=digest,
-            rows=rows,
-            source_file=source_file,
-            source_sha256=source_sha256,
-            written_at=datetime.now(UTC).isoformat(),
+        entry = ManifestEntry.now(
+            key, data, rows=rows, source_file=source_file, source_sha256=source_sha256
         )
         with self._manifest_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(asdict(entry), sort_keys=True) + "\n")

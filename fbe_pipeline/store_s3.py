@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
 
 from fbe_pipeline.store import (
@@ -144,14 +143,12 @@ class S3RawStore(RawStore):
                 "refused the conditional write (If-None-Match: *) because the key exists "
                 "(raw data is immutable; load corrected data under a new source file)"
             ) from exc
-        entry = ManifestEntry(
-            key=key,
-            size=len(data),
-            sha256=digest,
+        entry = ManifestEntry.now(
+            key,
+            data,
             rows=rows,
             source_file=source_file,
             source_sha256=source_sha256,
-            written_at=datetime.now(UTC).isoformat(),
             version_id=str(response.get("VersionId", "")),
         )
         self.client.put_object(
