@@ -61,7 +61,8 @@ def _context() -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     # GX draws a tqdm bar per validation on stderr, which would flood the pipeline's logs.
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)

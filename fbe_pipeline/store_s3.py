@@ -15,6 +15,7 @@ versioning in S3 buckets".
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
@@ -163,12 +164,15 @@ class S3RawStore(RawStore):
 
     def _manifest(self) -> dict[str, ManifestEntry]:
         if self._manifest_cache is None:
-            entries: dict[str, ManifestEntry] = {}
-            for key in self._list_keys(MANIFEST_PREFIX):
+
+            def fetch(key: str) -> ManifestEntry:
                 body = self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"].read()
-                entry = ManifestEntry(**json.loads(body))
-                entries[entry.key] = entry
-            self._manifest_cache = entries
+                return ManifestEntry(**json.loads(body))
+
+            # One small GET per entry: run them concurrently, they wait on the network.
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                fetched = list(pool.map(fetch, self._list_keys(MANIFEST_PREFIX)))
+            self._manifest_cache = {e.key: e for e in fetched}
         return self._manifest_cache
 
     def _list_keys(self, sub: str) -> list[str]:

@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export FBE_HOME="${FBE_HOME:-$PWD/var}"
-# The sample days are short; the demo lowers the trigger from SPEC §8's 70 to 40 so every
-# instrument yields signals. Unset or override FBE_SCORING_CONFIG for the production default.
+# The sample days are short; the demo lowers the trigger from SPEC §8's 70 to 30 so every
+# instrument trades (see README). Set FBE_SCORING_CONFIG='{}' for the SPEC §8 defaults.
 if [ -z "${FBE_SCORING_CONFIG+set}" ]; then
-  export FBE_SCORING_CONFIG='{"trigger_score": 40}'
+  export FBE_SCORING_CONFIG='{"trigger_score": 30}'
 fi
 .venv/bin/fbe demo
