@@ -61,11 +61,11 @@ def data_version(store: RawStore, symbol: str, trading_date: date) -> str:
 
     Returns the first 16 hex digits; ``"none"`` when the partition holds no object.
     """
-    prefix_date = f"{trading_date:%Y/%m/%d}/"
+    day = f"{trading_date:%Y/%m/%d}"
     entries = sorted(
         (e.key, e.sha256)
         for e in store.manifest()
-        if e.key.split("/", 2)[1:2] == [symbol] and prefix_date in e.key
+        if (parts := e.key.split("/"))[1] == symbol and "/".join(parts[2:5]) == day
     )
     if not entries:
         return "none"

@@ -170,6 +170,8 @@ class _Book:
         self.n_sideless = 0
 
     def apply(self, action: str, side: str, price: int, size: int, order_id: int) -> None:
+        """Apply one MBO event (``R`` clear, ``A`` add, ``C`` cancel, ``M`` modify); trades and
+        fills leave the book to the cancel/modify that follows them."""
         if action == "R":
             self.orders.clear()
             for s in ("B", "A"):
@@ -240,6 +242,7 @@ class _Book:
         )
 
     def log_anomalies(self, where: str) -> None:
+        """Log, once per file, the events the rebuild had to ignore."""
         if self.n_unknown_cancels or self.n_duplicate_adds or self.n_sideless:
             logger.warning(
                 "%s: book rebuild ignored %d cancels of unknown orders, %d duplicate adds, "
