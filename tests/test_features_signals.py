@@ -150,3 +150,21 @@ def test_slippage_draw_is_seeded_by_signal_id() -> None:
     assert a == seeded_uniform("SPY:20131008T1400Z:abc")
     assert 0.5 <= a < 1.5
     assert a != seeded_uniform("SPY:20131008T1401Z:abc")
+
+
+def test_replaying_bars_one_at_a_time_yields_the_batch_signals() -> None:
+    # SPEC §4.3: the live path (the same functions on a growing window) signals exactly where
+    # the batch run does, never earlier.
+    window = _window()
+    batch = generate_signals(compute_scores(session_features(window, D2, None), DEMO), DEMO)
+    live = []
+    day2 = pd.DatetimeIndex(window["ts"])[
+        pd.to_datetime(window["trading_date"]) == pd.Timestamp(D2)
+    ]
+    for t in day2:
+        visible = window.loc[pd.DatetimeIndex(window["ts"]) <= t]
+        sigs = generate_signals(compute_scores(session_features(visible, D2, None), DEMO), DEMO)
+        live.append(sigs.loc[pd.DatetimeIndex(sigs["ts"]) == t])
+    replayed = pd.concat(live, ignore_index=True)
+    assert len(batch) > 0
+    pd.testing.assert_frame_equal(replayed, batch)
