@@ -27,13 +27,11 @@ def _meta(value: object) -> Any:
     return value
 
 
-def check_result(
-    name: str, outcome: CheckOutcome, warn: bool = False, asset_key: object = None
-) -> AssetCheckResult:
-    """Turn a domain :class:`CheckOutcome` into an ``AssetCheckResult`` with metadata."""
+def check_result(name: str, outcome: CheckOutcome, warn: bool = False) -> AssetCheckResult:
+    """Turn a domain :class:`CheckOutcome` into an ``AssetCheckResult`` with metadata
+    (severity WARN for monitors, ERROR otherwise)."""
     return AssetCheckResult(
         check_name=name,
-        asset_key=asset_key,  # type: ignore[arg-type]
         passed=outcome.passed,
         severity=AssetCheckSeverity.WARN if warn else AssetCheckSeverity.ERROR,
         metadata={k: _meta(v) for k, v in outcome.metadata.items()},

@@ -38,10 +38,17 @@ def _store() -> RawStore:
 
 def _instrument(symbol: str, calendar: str | None, tick_size: float) -> Instrument:
     try:
-        return get_instrument(symbol)
+        known = get_instrument(symbol)
     except InstrumentError:
         if calendar is None:
             raise
+    else:
+        if calendar is not None and calendar != known.calendar:
+            raise InstrumentError(
+                f"{symbol} is configured with calendar {known.calendar}, not {calendar}; "
+                "drop --calendar or use another symbol"
+            )
+        return known
     import exchange_calendars as xcals
 
     if calendar not in xcals.get_calendar_names(include_aliases=True):

@@ -184,3 +184,13 @@ def test_materialize_skips_a_day_without_session_with_a_message(
     result = runner.invoke(app, ["materialize"])
     assert result.exit_code == 0, result.output
     assert _flat("skipped SPY 2013-10-12: no SPY session that day") in _flat(result.output)
+
+
+def test_load_with_a_calendar_conflicting_with_a_known_symbol_exits_2(
+    runner: CliRunner, fbe_home: Path, tmp_path: Path
+) -> None:
+    good = _write(tmp_path / "good.csv", GOOD_CSV)
+    result = runner.invoke(app, ["load", "csv", str(good), "--symbol", "SPY", "--calendar", "CMES"])
+    assert result.exit_code == 2
+    assert _flat("SPY is configured with calendar XNYS, not CMES") in _flat(result.output)
+    assert not (fbe_home / "raw" / "manifest.jsonl").exists()
