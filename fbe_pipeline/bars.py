@@ -40,16 +40,8 @@ _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _BUY, _SELL, _PV, _VV = range(9)
 _N_STATS = 9
 
 # Rows of the float block that _assemble returns, in this order.
-_FLOAT_COLUMNS: tuple[str, ...] = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "buy_volume",
-    "sell_volume",
-    "delta",
-    "vwap",
+_FLOAT_COLUMNS: tuple[str, ...] = tuple(
+    c for c in BAR_COLUMNS[3:] if c not in ("tick_count", "is_filled")
 )
 # As a plain int: numba types a global tuple of str slowly (~0.2 s more compile time).
 _N_FLOATS = len(_FLOAT_COLUMNS)
