@@ -132,6 +132,10 @@ def materialize(
 
     start = date.fromisoformat(from_) if from_ else None
     end = date.fromisoformat(to) if to else None
+    store = _store()
+    if not store.partitions("ticks"):
+        err.print("no raw ticks in the store: load data first (`fbe load` or `fbe load-sample`)")
+        raise typer.Exit(1)
     prepare_dagster_home()
     failures = materialize_partitions(
         _store(), symbols=symbol, start=start, end=end, console=console
@@ -214,7 +218,8 @@ def integrity() -> None:
     if not passed:
         err.print(f"[red]integrity check failed: {len(findings)} findings[/red]")
         raise typer.Exit(1)
-    console.print("raw store intact: every manifest entry matches its object")
+    checked = len(_store().manifest())
+    console.print(f"raw store intact: all {checked} manifest entries match their objects")
 
 
 @app.command()

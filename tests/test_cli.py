@@ -194,3 +194,11 @@ def test_load_with_a_calendar_conflicting_with_a_known_symbol_exits_2(
     assert result.exit_code == 2
     assert _flat("SPY is configured with calendar XNYS, not CMES") in _flat(result.output)
     assert not (fbe_home / "raw" / "manifest.jsonl").exists()
+
+
+def test_materialize_with_an_empty_store_exits_1_with_a_hint(
+    runner: CliRunner, fbe_home: Path
+) -> None:
+    result = runner.invoke(app, ["materialize"])
+    assert result.exit_code == 1
+    assert _flat("no raw ticks in the store: load data first") in _flat(result.output)
