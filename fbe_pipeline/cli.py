@@ -137,9 +137,7 @@ def materialize(
         err.print("no raw ticks in the store: load data first (`fbe load` or `fbe load-sample`)")
         raise typer.Exit(1)
     prepare_dagster_home()
-    failures = materialize_partitions(
-        _store(), symbols=symbol, start=start, end=end, console=console
-    )
+    failures = materialize_partitions(store, symbols=symbol, start=start, end=end, console=console)
     if failures:
         err.print(f"[red]{failures} partition runs failed[/red]")
         raise typer.Exit(1)
