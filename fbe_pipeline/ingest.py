@@ -133,7 +133,6 @@ def load_file(
     source_sha = sha256_file(path) if path.exists() else ""
     frames = reader(fmt, path, instrument)
     report = LoadReport(path=path)
-    known = {e.key: e for e in store.manifest()}
     name = f"{path.name.split('.')[0]}-{source_sha[:16]}.parquet"
     for kind, frame in frames.items():
         report.rows += len(frame)
@@ -144,7 +143,7 @@ def load_file(
         for day in sorted(set(dates.tolist())):
             part = frame[dates == day].reset_index(drop=True)
             key = object_key(kind, instrument.symbol, day, name)
-            if key in known and known[key].source_sha256 == source_sha:
+            if any(e.key == key and e.source_sha256 == source_sha for e in store.entries(key)):
                 report.skipped.append(key)
                 continue
             written = store.put(

@@ -20,7 +20,7 @@ from fbe_pipeline.instruments import Instrument
 from fbe_pipeline.regimes import compute_regimes
 from fbe_pipeline.scoring import compute_scores, generate_signals
 from fbe_pipeline.sessions import session_for
-from fbe_pipeline.store import RawStore
+from fbe_pipeline.store import KINDS, RawStore
 
 RAW_TICK_TABLE_COLUMNS: tuple[str, ...] = (
     "symbol",
@@ -61,11 +61,10 @@ def data_version(store: RawStore, symbol: str, trading_date: date) -> str:
 
     Returns the first 16 hex digits; ``"none"`` when the partition holds no object.
     """
-    day = f"{trading_date:%Y/%m/%d}"
     entries = sorted(
         (e.key, e.sha256)
-        for e in store.manifest()
-        if (parts := e.key.split("/"))[1] == symbol and "/".join(parts[2:5]) == day
+        for kind in KINDS
+        for e in store.entries(f"{kind}/{symbol}/{trading_date:%Y/%m/%d}/")
     )
     if not entries:
         return "none"

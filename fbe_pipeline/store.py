@@ -195,9 +195,16 @@ class RawStore(ABC):
     def manifest(self) -> list[ManifestEntry]:
         """Return every manifest entry, in write order."""
 
+    def entries(self, prefix: str) -> list[ManifestEntry]:
+        """Manifest entries whose key starts with ``prefix``, sorted by key.
+
+        Backends with a large remote manifest override this to read only that prefix.
+        """
+        return sorted((e for e in self.manifest() if e.key.startswith(prefix)), key=lambda e: e.key)
+
     def keys(self, prefix: str) -> list[str]:
         """Return the manifest keys starting with ``prefix``, sorted."""
-        return sorted(e.key for e in self.manifest() if e.key.startswith(prefix))
+        return [e.key for e in self.entries(prefix)]
 
     def read_frame(self, key: str) -> pd.DataFrame:
         """Return the Parquet object at ``key`` as a DataFrame."""

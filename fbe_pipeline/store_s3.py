@@ -116,7 +116,8 @@ class S3RawStore(RawStore):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
-        self._manifest_cache: dict[str, ManifestEntry] | None = None
+        # Manifest entries fetched so far; entries are write-once, so a cached one never stales.
+        self._entries: dict[str, ManifestEntry] = {}
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -136,7 +137,7 @@ class S3RawStore(RawStore):
         except Exception as exc:
             if _code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
                 raise
-            known = self._manifest().get(key)
+            known = next((e for e in self.entries(key) if e.key == key), None)
             if known is not None and known.sha256 == digest:
                 return False
             raise ObjectExistsError(
@@ -158,22 +159,27 @@ class S3RawStore(RawStore):
             Body=json.dumps(asdict(entry), sort_keys=True).encode(),
             IfNoneMatch="*",
         )
-        if self._manifest_cache is not None:
-            self._manifest_cache[key] = entry
+        self._entries[key] = entry
         return True
 
-    def _manifest(self) -> dict[str, ManifestEntry]:
-        if self._manifest_cache is None:
+    def entries(self, prefix: str) -> list[ManifestEntry]:
+        """Manifest entries under ``prefix``: one LIST of ``_manifest/<prefix>`` and a GET per
+        entry not fetched before, so reading a partition never reads the whole manifest."""
+        names = self._list_keys(MANIFEST_PREFIX + prefix)
+        keys = [n[len(MANIFEST_PREFIX) : -len(".json")] for n in names if n.endswith(".json")]
+        missing = [k for k in keys if k not in self._entries]
 
-            def fetch(key: str) -> ManifestEntry:
-                body = self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"].read()
-                return ManifestEntry(**json.loads(body))
+        def fetch(key: str) -> ManifestEntry:
+            name = self._k(MANIFEST_PREFIX + key + ".json")
+            return ManifestEntry(
+                **json.loads(self.client.get_object(Bucket=self.bucket, Key=name)["Body"].read())
+            )
 
-            # One small GET per entry: run them concurrently, they wait on the network.
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                fetched = list(pool.map(fetch, self._list_keys(MANIFEST_PREFIX)))
-            self._manifest_cache = {e.key: e for e in fetched}
-        return self._manifest_cache
+        # One small GET per entry: run them concurrently, they wait on the network.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for entry in pool.map(fetch, missing):
+                self._entries[entry.key] = entry
+        return sorted((self._entries[k] for k in keys), key=lambda e: e.key)
 
     def _list_keys(self, sub: str) -> list[str]:
         keys = []
@@ -183,10 +189,10 @@ class S3RawStore(RawStore):
         return sorted(keys)
 
     def manifest(self) -> list[ManifestEntry]:
-        return sorted(self._manifest().values(), key=lambda e: (e.written_at, e.key))
+        return sorted(self.entries(""), key=lambda e: (e.written_at, e.key))
 
     def get(self, key: str) -> bytes:
-        entry = self._manifest().get(key)
+        entry = next((e for e in self.entries(key) if e.key == key), None)
         return self.read_version(key, entry.version_id if entry else "")
 
     def read_version(self, key: str, version_id: str = "") -> bytes:
