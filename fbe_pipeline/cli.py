@@ -145,7 +145,8 @@ def materialize(
 
 @app.command()
 def summary() -> None:
-    """Print ticks, bars, signals, trades, PnL and failed checks per symbol and day."""
+    """Print ticks, bars, features, pokes, signals, trades, PnL and failed checks per symbol
+    and day."""
     from fbe_pipeline.definitions import failed_checks
     from fbe_pipeline.warehouse import partition_summary
 
@@ -156,7 +157,8 @@ def summary() -> None:
         err.print("nothing materialized yet: run `fbe materialize`")
         raise typer.Exit(1)
     table = Table(title=f"FBE summary ({paths().duckdb})")
-    for col in ("symbol", "date", "ticks", "bars", "signals", "trades", "pnl", "failed checks"):
+    columns = ("symbol", "date", "ticks", "bars", "features", "pokes", "signals", "trades")
+    for col in (*columns, "pnl", "failed checks"):
         table.add_column(
             col, justify="left" if col in ("symbol", "date", "failed checks") else "right"
         )
@@ -166,6 +168,8 @@ def summary() -> None:
             str(r["date"]),
             f"{r['ticks']:,}",
             f"{r['bars']:,}",
+            f"{r['features']:,}",
+            f"{r['pokes']:,}",
             f"{r['signals']:,}",
             f"{r['trades']:,}",
             f"{r['pnl']:.4f}",

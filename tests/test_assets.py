@@ -171,3 +171,22 @@ def test_failed_blocking_check_stops_downstream_assets(
     }
     assert {"raw_ticks", "bars_1m", "features"} <= done
     assert not done & {"scores", "signals", "backtest_trades", "backtest_summary"}
+
+
+def test_partition_summary_counts_each_table(materialized: tuple[Path, list[object]]) -> None:
+    from fbe_pipeline.warehouse import partition_summary
+
+    home, _ = materialized
+    rows = {r["date"]: r for r in partition_summary(home / "fbe.duckdb")}
+    assert set(rows) >= {"2013-10-07", "2013-10-08"}
+    day = rows["2013-10-08"]
+    assert day["symbol"] == "SPY"
+    assert day["ticks"] == 440_353
+    assert day["bars"] == day["features"] == 390
+    assert 0 < day["pokes"] < 390
+    assert day["signals"] >= day["trades"] > 0
+    with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
+        pnl = con.execute(
+            "select sum(pnl) from backtest_trades where trading_date = '2013-10-08'"
+        ).fetchone()[0]
+    assert day["pnl"] == pytest.approx(pnl)
