@@ -17,10 +17,12 @@ from fbe_pipeline.checks import CheckOutcome
 log = logging.getLogger(__name__)
 
 
+@lru_cache(maxsize=4)
 def _suite(name: str) -> Any:
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
+    _context()  # suites need an active GX context
     suite = gx.ExpectationSuite(name=name)
     if name == "raw_ticks":
         rules: list[Any] = [
@@ -69,6 +71,14 @@ def _context() -> Any:
     return ctx
 
 
+@lru_cache(maxsize=4)
+def _batch_definition(suite_name: str) -> Any:
+    # One in-memory pandas source per suite for the life of the process.
+    source = _context().data_sources.add_pandas(f"fbe_{suite_name}")
+    asset = source.add_dataframe_asset(name=suite_name)
+    return asset.add_batch_definition_whole_dataframe("whole")
+
+
 def validate(frame: pd.DataFrame, suite_name: str) -> CheckOutcome:
     """Validate ``frame`` against the named suite (``raw_ticks`` or ``bars_1m``).
 
@@ -83,25 +93,12 @@ def validate(frame: pd.DataFrame, suite_name: str) -> CheckOutcome:
     ValueError
         On an unknown suite name.
     """
-    ctx = _context()
     suite = _suite(suite_name)
     if frame.empty:
         return CheckOutcome(
             passed=True, metadata={"rows": 0, "expectations": len(suite.expectations)}
         )
-    source_name = f"fbe_{suite_name}"
-    try:
-        source = ctx.data_sources.get(source_name)
-    except (KeyError, ValueError):
-        source = ctx.data_sources.add_pandas(source_name)
-    try:
-        asset = source.get_asset(suite_name)
-    except LookupError:
-        asset = source.add_dataframe_asset(name=suite_name)
-    try:
-        batch_def = asset.get_batch_definition("whole")
-    except (KeyError, ValueError, LookupError):
-        batch_def = asset.add_batch_definition_whole_dataframe("whole")
+    batch_def = _batch_definition(suite_name)
     frame = frame.copy()
     for col in frame.columns:
         if isinstance(frame[col].dtype, pd.DatetimeTZDtype):

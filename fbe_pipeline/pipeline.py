@@ -18,28 +18,13 @@ from fbe_pipeline.features import compute_features
 from fbe_pipeline.frames import TICK_COLUMNS
 from fbe_pipeline.instruments import Instrument
 from fbe_pipeline.regimes import compute_regimes
+from fbe_pipeline.schemas import RAW_TICKS
 from fbe_pipeline.scoring import compute_scores, generate_signals
 from fbe_pipeline.sessions import session_for
 from fbe_pipeline.store import KINDS, RawStore
 
-RAW_TICK_TABLE_COLUMNS: tuple[str, ...] = (
-    "symbol",
-    "trading_date",
-    "ts_event",
-    "ts_recv",
-    "drift_ms",
-    "price",
-    "size",
-    "side",
-    "side_sign",
-    "side_method",
-    "source",
-    "seq",
-    "exchange",
-    "condition",
-    "ohlc_eligible",
-    "volume_eligible",
-)
+# The raw_ticks table is exactly its pandera contract (column order included).
+RAW_TICK_TABLE_COLUMNS: tuple[str, ...] = tuple(RAW_TICKS.columns)
 
 
 class NoSessionError(ValueError):

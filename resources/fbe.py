@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,4 @@ class ScoringConfigResource(ConfigurableResource):  # type: ignore[type-arg]
 
     def get_config(self) -> ScoringConfig:
         """Parse ``config_json`` over the defaults; raises ``ValueError`` on unknown keys."""
-        import json
-
         return ScoringConfig.from_dict(json.loads(self.config_json or "{}"))
