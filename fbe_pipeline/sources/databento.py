@@ -51,6 +51,12 @@ SEQ_STRIDE = 100_000
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _DBN_MAGIC = b"DBN"
 
+_INT64_LIMIT = 2**63
+_MBO_RTYPE = 0xA0
+_MBO_SIZE = 56
+#: Bytes before the metadata: "DBN", the version byte and the u32 length of the metadata.
+_PRELUDE = 8
+
 _AGGRESSOR_SIDE = {"A": "sell", "B": "buy", "N": "unknown"}
 
 
@@ -100,8 +106,12 @@ def read_databento_mbo(path: Path | str, symbol: str) -> tuple[pd.DataFrame, pd.
     FileNotFoundError
         ``path`` does not exist.
     ValueError
-        The file is not (zstd-compressed) DBN, is truncated, is not of schema ``mbo``, or holds
-        several instruments of which ``symbol`` does not select one.
+        Message starting with the path: the file is not (zstd-compressed) DBN, is truncated or
+        corrupt (including records that are not MBO records), is not of schema ``mbo``, holds
+        several instruments of which ``symbol`` does not select one, or has a record with an
+        undefined or out-of-int64 ``ts_event``, an out-of-int64 ``ts_recv``, a non-positive
+        price on an ``A``/``M``/``T`` record or no price on an ``A``/``M`` record. (The
+        calendar range of the timestamps is checked by :func:`fbe_pipeline.ingest.load_file`.)
 
     Notes
     -----
@@ -118,21 +128,22 @@ def read_databento_mbo(path: Path | str, symbol: str) -> tuple[pd.DataFrame, pd.
     supported. The whole file is decompressed in memory.
     """
     meta, records = _decode(Path(path))
-    instrument_id = _select_instrument(meta, records, symbol)
+    instrument_id = _select_instrument(meta, records, symbol, path)
     exchange = str(meta.dataset).split(".", 1)[0]
 
-    seqs = _composite_seqs(records)
+    seqs = _composite_seqs(records, path)
     tick_rows: list[tuple[int, int | None, int, int, str, int, int]] = []
     book = _Book()
     book_rows: list[tuple[int, int | None, int, tuple[int | None, ...]]] = []
     last_top: tuple[int | None, ...] | None = None
     n_skipped_trades = 0
 
-    for rec, seq in zip(records, seqs, strict=True):
+    for i, (rec, seq) in enumerate(zip(records, seqs, strict=True)):
         if rec.instrument_id != instrument_id:
             continue
         action = _char(rec.action)
         flags = int(rec.flags)
+        _check_record(rec, action, flags, i, path)
         if action == "T":
             if rec.price == dbn.UNDEF_PRICE or rec.size == 0:
                 n_skipped_trades += 1
@@ -262,26 +273,82 @@ def _decode(path: Path) -> tuple[dbn.Metadata, list[dbn.MBOMsg]]:
         raw = _zstd_decompress(raw, path)
     if not raw.startswith(_DBN_MAGIC):
         raise ValueError(f"{path}: not a DBN file (neither zstd-compressed DBN nor plain DBN)")
+    if len(raw) < _PRELUDE:
+        raise ValueError(f"{path}: DBN data ends inside the metadata header (truncated file?)")
+    meta_end = _PRELUDE + int.from_bytes(raw[4:_PRELUDE], "little")
+    if len(raw) < meta_end:
+        raise ValueError(f"{path}: DBN data ends inside the metadata (truncated file?)")
 
+    # Metadata first, then the records once their framing is known to be sound: databento-dbn
+    # panics on a record shorter than its type (e.g. a flipped length byte) instead of raising.
     decoder = dbn.DBNDecoder()
-    try:
-        decoder.write(raw)
-        decoded = decoder.decode()
-    except dbn.DBNError as exc:
-        raise ValueError(f"{path}: cannot decode DBN data: {exc}") from exc
-    if decoder.buffer():
-        raise ValueError(f"{path}: DBN data ends inside a record (truncated file?)")
-    if not decoded or not isinstance(decoded[0], dbn.Metadata):
+    decoded = _decode_part(decoder, raw[:meta_end], path)
+    if len(decoded) != 1 or not isinstance(decoded[0], dbn.Metadata):
         raise ValueError(f"{path}: DBN data without metadata header")
-
     meta = decoded[0]
     if meta.schema != dbn.Schema.MBO:
         raise ValueError(f"{path}: DBN schema is {meta.schema!s}, expected 'mbo' (market by order)")
-    records = [rec for rec in decoded[1:] if isinstance(rec, dbn.MBOMsg)]
-    if len(records) != len(decoded) - 1:
-        others = sorted({type(rec).__name__ for rec in decoded[1:]} - {"MBOMsg"})
+    body = raw[meta_end:]
+    _check_framing(body, _MBO_SIZE + (8 if meta.ts_out else 0), path)
+    decoded = _decode_part(decoder, body, path)
+    if decoder.buffer():
+        raise ValueError(f"{path}: DBN data ends inside a record (truncated file?)")
+    records = [rec for rec in decoded if isinstance(rec, dbn.MBOMsg)]
+    if len(records) != len(decoded):
+        others = sorted({type(rec).__name__ for rec in decoded} - {"MBOMsg"})
         raise ValueError(f"{path}: MBO file also holds records of type {others}")
     return meta, records
+
+
+def _decode_part(decoder: dbn.DBNDecoder, data: bytes, path: Path) -> list[object]:
+    try:
+        decoder.write(data)
+        return list(decoder.decode())
+    except dbn.DBNError as exc:
+        raise ValueError(f"{path}: cannot decode DBN data: {exc}") from exc
+    except BaseException as exc:
+        # databento-dbn panics (pyo3 PanicException, a BaseException) on some malformed input
+        # instead of raising DBNError; anything else is not ours to swallow.
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise ValueError(f"{path}: cannot decode DBN data: {exc}") from exc
+
+
+def _check_framing(body: bytes, size: int, path: Path) -> None:
+    """Every record after the metadata must be an MBO record of ``size`` bytes."""
+    records = np.frombuffer(body, dtype=np.uint8)
+    n = len(records) // size
+    heads = records[: n * size].reshape(n, size)[:, :2]
+    bad = (heads[:, 0].astype(np.int64) * 4 != size) | (heads[:, 1] != _MBO_RTYPE)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{path}: record {i} has rtype {int(heads[i, 1]):#04x} and length "
+            f"{int(heads[i, 0]) * 4}, not an MBO record (rtype {_MBO_RTYPE:#04x}, {size} bytes)"
+        )
+    if len(records) != n * size:
+        raise ValueError(f"{path}: DBN data ends inside a record (truncated file?)")
+
+
+def _check_record(rec: dbn.MBOMsg, action: str, flags: int, index: int, path: Path | str) -> None:
+    # Only what would crash the frames or store garbage is refused here; the calendar range of
+    # the timestamps is checked by ingest for every format.
+    if rec.ts_event >= _INT64_LIMIT:
+        raise ValueError(
+            f"{path}: record {index}: ts_event {rec.ts_event} is undefined or beyond int64"
+        )
+    if (
+        rec.ts_recv != dbn.UNDEF_TIMESTAMP
+        and rec.ts_recv >= _INT64_LIMIT
+        and not (flags & dbn.F_BAD_TS_RECV)
+    ):
+        raise ValueError(f"{path}: record {index}: ts_recv {rec.ts_recv} is beyond int64")
+    if action in ("A", "M", "T") and rec.price != dbn.UNDEF_PRICE and rec.price <= 0:
+        raise ValueError(
+            f"{path}: record {index}: {action} price must be > 0, got {rec.price / 1e9!r}"
+        )
+    if action in ("A", "M") and rec.price == dbn.UNDEF_PRICE:
+        raise ValueError(f"{path}: record {index}: {action} record without a price")
 
 
 def _zstd_decompress(data: bytes, path: Path) -> bytes:
@@ -300,7 +367,9 @@ def _zstd_decompress(data: bytes, path: Path) -> bytes:
     return b"".join(parts)
 
 
-def _select_instrument(meta: dbn.Metadata, records: Sequence[dbn.MBOMsg], symbol: str) -> int:
+def _select_instrument(
+    meta: dbn.Metadata, records: Sequence[dbn.MBOMsg], symbol: str, path: Path | str
+) -> int:
     ids = sorted({rec.instrument_id for rec in records})
     if len(ids) <= 1:
         return ids[0] if ids else 0
@@ -312,20 +381,21 @@ def _select_instrument(meta: dbn.Metadata, records: Sequence[dbn.MBOMsg], symbol
     chosen = mapped.intersection(ids)
     if len(chosen) != 1:
         raise ValueError(
-            f"file holds instruments {ids}; symbol {symbol!r} does not map to exactly one of them "
-            f"(mappings: {sorted(dict(meta.mappings))})"
+            f"{path}: file holds instruments {ids}; symbol {symbol!r} does not map to exactly "
+            f"one of them (mappings: {sorted(dict(meta.mappings))})"
         )
     return chosen.pop()
 
 
-def _composite_seqs(records: Sequence[dbn.MBOMsg]) -> list[int]:
+def _composite_seqs(records: Sequence[dbn.MBOMsg], path: Path | str) -> list[int]:
     seen: dict[int, int] = {}
     out: list[int] = []
     for rec in records:
         n = seen.get(rec.sequence, 0)
         if n >= SEQ_STRIDE:
             raise ValueError(
-                f"more than {SEQ_STRIDE} records share sequence {rec.sequence}; seq not unique"
+                f"{path}: more than {SEQ_STRIDE} records share sequence {rec.sequence}; "
+                "seq not unique"
             )
         seen[rec.sequence] = n + 1
         out.append(rec.sequence * SEQ_STRIDE + n)

@@ -61,8 +61,10 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
 import zipfile
+import zlib
 from datetime import date
 from pathlib import Path
 from typing import Final
@@ -72,6 +74,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from fbe_pipeline.frames import QUOTE_COLUMNS, REFERENCE_BAR_COLUMNS, TICK_COLUMNS
+from fbe_pipeline.sources.checks import max_ts_ns
 
 __all__ = [
     "LEAN_FLAGS",
@@ -176,6 +179,18 @@ _DATE_RE: Final = re.compile(r"^(\d{8})_")
 _CONTRACT_RE: Final = re.compile(r"_(\d{6})\.csv$", re.IGNORECASE)
 _HEX_RE: Final = re.compile(r"^[0-9a-fA-F]{1,16}$")
 _MS_PER_DAY: Final = 86_400_000
+_MIN_DATE: Final = date(1990, 1, 1)
+# What zipfile raises on a corrupt archive or entry, besides BadZipFile.
+_ZIP_ERRORS: Final = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    struct.error,
+)
 _NS_PER_MS: Final = 1_000_000
 
 
@@ -484,9 +499,13 @@ def _file_date(path: Path) -> date:
     if match is None:
         raise ValueError(f"{path}: file name must start with the date as YYYYMMDD_")
     try:
-        return pd.Timestamp(match.group(1)).date()
+        day = pd.Timestamp(match.group(1)).date()
     except ValueError as exc:
         raise ValueError(f"{path}: {match.group(1)!r} is not a valid date") from exc
+    latest = pd.Timestamp(max_ts_ns(), unit="ns").date()
+    if not _MIN_DATE <= day <= latest:
+        raise ValueError(f"{path}: file date {day} is outside 1990-01-01 .. tomorrow")
+    return day
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -494,8 +513,8 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         raise FileNotFoundError(f"Lean data file not found: {path}")
     try:
         return zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        raise ValueError(f"{path}: not a valid zip archive") from exc
+    except _ZIP_ERRORS as exc:
+        raise ValueError(f"{path}: not a valid zip archive: {exc}") from exc
 
 
 def _csv_members(zf: zipfile.ZipFile, path: Path) -> list[str]:
@@ -547,7 +566,11 @@ def _read_trade_member(
 def _read_member(
     zf: zipfile.ZipFile, member: str, path: Path, fields: tuple[str, ...]
 ) -> pd.DataFrame:
-    data = zf.read(member)
+    try:
+        data = zf.read(member)
+    except _ZIP_ERRORS as exc:
+        # Corrupt entries surface as CRC, zlib, EOF, "encrypted" or "unsupported compression".
+        raise ValueError(f"{path}:{member}: cannot read the zip entry: {exc}") from exc
     if not data.strip():
         # A day without prints is an empty file, not a malformed one.
         return pd.DataFrame(

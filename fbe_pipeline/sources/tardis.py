@@ -10,9 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from fbe_pipeline.frames import QUOTE_COLUMNS, TICK_COLUMNS
+from fbe_pipeline.sources.checks import (
+    check_non_negative,
+    check_positive,
+    check_timestamps,
+    float_column,
+    int_column,
+    read_csv_file,
+)
+
+_NS_PER_US = 1000
 
 _TRADE_HEADER = [
     "exchange",
@@ -40,11 +51,22 @@ def _read(path: Path | str, header: list[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Tardis file not found: {path}")
-    frame = pd.read_csv(path)
+    frame = read_csv_file(path)
     missing = [c for c in header if c not in frame.columns]
     if missing:
         raise ValueError(f"{path.name}: not a Tardis file of this type, missing columns {missing}")
     return frame
+
+
+def _us_to_ns(raw: pd.DataFrame, column: str, name: str) -> npt.NDArray[np.int64]:
+    # Check the range in µs, before the multiplication could wrap around int64.
+    us = int_column(raw[column], column, name)
+    check_timestamps(us, column, name, unit="us")
+    return us * _NS_PER_US
+
+
+def _text(raw: pd.DataFrame, column: str) -> npt.NDArray[np.object_]:
+    return np.asarray(raw[column].fillna("").astype(str).to_numpy(), dtype=object)
 
 
 def read_tardis_trades(path: Path | str, symbol: str) -> pd.DataFrame:
@@ -69,68 +91,92 @@ def read_tardis_trades(path: Path | str, symbol: str) -> pd.DataFrame:
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If columns are missing, or a price is not finite and > 0, or a size is negative.
+        Message starting with the file's name: empty or not UTF-8 or malformed CSV, missing
+        columns, a price not finite and > 0, a size not finite and >= 0, a timestamp or id
+        that is not an integer, or a timestamp before 1990 or after now + 1 day. A header
+        without rows gives an empty frame (:func:`fbe_pipeline.ingest.load_file` refuses it).
     """
     raw = _read(path, _TRADE_HEADER)
+    name = Path(path).name
     side = raw["side"].astype(str).str.lower()
     side = side.where(side.isin(["buy", "sell"]), "unknown")
+    price = float_column(raw["price"], "price", name)
+    size = float_column(raw["amount"], "amount", name)
+    check_positive(price, "price", name)
+    check_non_negative(size, "amount", name)
     frame = pd.DataFrame(
         {
             "symbol": symbol,
-            "ts_event": raw["timestamp"].astype(np.int64) * 1000,
-            "ts_recv": (raw["local_timestamp"].astype(np.int64) * 1000).astype("Int64"),
-            "price": raw["price"].astype(np.float64),
-            "size": raw["amount"].astype(np.float64),
-            "side": side,
+            "ts_event": _us_to_ns(raw, "timestamp", name),
+            "ts_recv": pd.array(_us_to_ns(raw, "local_timestamp", name), dtype="Int64"),
+            "price": price,
+            "size": size,
+            "side": side.to_numpy(dtype=object),
             "source": "tardis",
-            "seq": raw["id"].astype(np.int64),
-            "exchange": raw["exchange"].astype(str),
+            "seq": int_column(raw["id"], "id", name),
+            "exchange": _text(raw, "exchange"),
             "condition": "",
             "ohlc_eligible": True,
             "volume_eligible": True,
         },
         columns=list(TICK_COLUMNS),
     )
-    _validate_prices(frame["price"].to_numpy(), frame["size"].to_numpy(), Path(path).name)
     return frame.sort_values(["ts_event", "seq"], kind="stable").reset_index(drop=True)
 
 
 def read_tardis_quotes(path: Path | str, symbol: str) -> pd.DataFrame:
     """Read a Tardis ``quotes`` (top of book) CSV into L1 quotes.
 
+    Parameters
+    ----------
+    path : Path or str
+        CSV with header ``exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,
+        bid_price,bid_amount``.
+    symbol : str
+        FBE symbol written to the ``symbol`` column.
+
     Returns
     -------
     pandas.DataFrame
         :data:`~fbe_pipeline.frames.QUOTE_COLUMNS`, ordered by ``ts_event``; ``seq`` is the row
-        number in the file.
+        number in the file; prices float64 in quote currency, amounts float64 in base units,
+        both NaN for a side left empty in the file.
 
     Raises
     ------
     FileNotFoundError, ValueError
-        As :func:`read_tardis_trades`.
+        As :func:`read_tardis_trades`; also a side with only one of price and amount.
     """
     raw = _read(path, _QUOTE_HEADER)
+    name = Path(path).name
+    sides: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {}
+    for side in ("bid", "ask"):
+        px = float_column(raw[f"{side}_price"], f"{side}_price", name)
+        sz = float_column(raw[f"{side}_amount"], f"{side}_amount", name)
+        # An empty cell (NaN) is a side without a quote; a present value must be valid.
+        check_positive(px, f"{side}_price", name, allow_nan=True)
+        check_non_negative(sz, f"{side}_amount", name, allow_nan=True)
+        half = np.isnan(px) != np.isnan(sz)
+        if half.any():
+            row = int(np.flatnonzero(half)[0])
+            raise ValueError(
+                f"{name}: row {row}: {side}_price and {side}_amount must both be given or both "
+                f"be empty"
+            )
+        sides[side] = (px, sz)
     frame = pd.DataFrame(
         {
             "symbol": symbol,
-            "ts_event": raw["timestamp"].astype(np.int64) * 1000,
-            "ts_recv": (raw["local_timestamp"].astype(np.int64) * 1000).astype("Int64"),
-            "bid_px": raw["bid_price"].astype(np.float64),
-            "bid_sz": raw["bid_amount"].astype(np.float64),
-            "ask_px": raw["ask_price"].astype(np.float64),
-            "ask_sz": raw["ask_amount"].astype(np.float64),
+            "ts_event": _us_to_ns(raw, "timestamp", name),
+            "ts_recv": pd.array(_us_to_ns(raw, "local_timestamp", name), dtype="Int64"),
+            "bid_px": sides["bid"][0],
+            "bid_sz": sides["bid"][1],
+            "ask_px": sides["ask"][0],
+            "ask_sz": sides["ask"][1],
             "source": "tardis",
             "seq": np.arange(len(raw), dtype=np.int64),
-            "exchange": raw["exchange"].astype(str),
+            "exchange": _text(raw, "exchange"),
         },
         columns=list(QUOTE_COLUMNS),
     )
     return frame.sort_values(["ts_event", "seq"], kind="stable").reset_index(drop=True)
-
-
-def _validate_prices(price: np.ndarray, size: np.ndarray, name: str) -> None:
-    bad = ~(np.isfinite(price) & (price > 0))
-    if bad.any():
-        raise ValueError(f"{name}: {int(bad.sum())} rows with a non-finite or non-positive price")
-    if (size < 0).any() or not np.isfinite(size).all():
-        raise ValueError(f"{name}: rows with a negative or non-finite size")
