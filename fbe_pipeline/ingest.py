@@ -13,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fbe_pipeline.instruments import Instrument
 from fbe_pipeline.sessions import assign_trading_dates
+from fbe_pipeline.sources.checks import check_timestamps
 from fbe_pipeline.store import RawStore, frame_to_parquet, object_key, sha256_file
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,16 @@ def read_source(fmt: str, path: Path, instrument: Instrument) -> dict[str, pd.Da
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
+def _check_times(kind: str, frame: pd.DataFrame, name: str) -> None:
+    # Every reader's timestamps, whatever the format: a real instant since 1990, not later
+    # than tomorrow. Outside the session is fine (the pipeline drops those ticks).
+    for column in ("ts",) if kind == "refbars" else ("ts_event", "ts_recv"):
+        values = frame[column]
+        if values.isna().any() and column != "ts_recv":
+            raise ValueError(f"{name}: {kind} column {column} has empty timestamps")
+        check_timestamps(values.dropna().to_numpy(dtype=np.int64), column, name)
+
+
 def load_file(
     store: RawStore,
     fmt: str,
@@ -125,13 +137,20 @@ def load_file(
     Raises
     ------
     ValueError, FileNotFoundError
-        From the reader, before anything is written.
+        From the reader, before anything is written. Also a ValueError (message starting with
+        the file's name) when the file yields no rows at all (``"no rows"``: a header-only CSV,
+        an empty Parquet file, an empty Lean zip entry, a DBN file without records), or when a
+        timestamp is before 1990-01-01 UTC or after now + 1 day.
     fbe_pipeline.store.ObjectExistsError
         If an object would be overwritten with different content.
     """
     path = Path(path)
     source_sha = sha256_file(path) if path.exists() else ""
     frames = reader(fmt, path, instrument)
+    if not any(len(frame) for frame in frames.values()):
+        raise ValueError(f"{path.name}: no rows: the file holds no {'/'.join(frames)} to store")
+    for kind, frame in frames.items():
+        _check_times(kind, frame, path.name)
     report = LoadReport(path=path)
     name = f"{path.name.split('.')[0]}-{source_sha[:16]}.parquet"
     for kind, frame in frames.items():
