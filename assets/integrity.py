@@ -15,8 +15,17 @@ from resources.fbe import RawStoreResource
 _CHECKS = {
     "manifest_objects_present": ("missing",),
     "manifest_checksums_match": ("size_mismatch", "sha_mismatch"),
-    "single_version_per_object": ("extra_versions",),
+    "single_version_per_object": ("extra_versions", "delete_marker"),
     "no_unmanifested_objects": ("unmanifested",),
+    "manifest_well_formed": ("malformed_manifest", "duplicate_entry", "manifest_rewritten"),
+}
+_DESCRIPTIONS = {
+    "manifest_objects_present": "Every manifest entry's object version exists.",
+    "manifest_checksums_match": "Every object has the size and SHA-256 its entry records.",
+    "single_version_per_object": "No object has a second version or a delete marker.",
+    "no_unmanifested_objects": "Every stored data object has a manifest entry.",
+    "manifest_well_formed": "Every manifest record parses, no key is recorded twice, and no "
+    "manifest object was rewritten (S3: only its first version is trusted).",
 }
 
 
@@ -34,12 +43,16 @@ def report_frame(report: IntegrityReport, checked_at: pd.Timestamp) -> pd.DataFr
 
 @asset(
     dagster_type=pandera_schema_to_dagster_type(schemas.RAW_INTEGRITY),
-    check_specs=[AssetCheckSpec(name, asset="raw_integrity") for name in _CHECKS],
+    check_specs=[
+        AssetCheckSpec(name, asset="raw_integrity", description=_DESCRIPTIONS[name])
+        for name in _CHECKS
+    ],
     group_name="integrity",
 )
 def raw_integrity(context: AssetExecutionContext, raw_store: RawStoreResource) -> Iterator[object]:
     """Findings of verifying every manifest entry against the stored objects (existence, size,
-    SHA-256), objects with more than one version and objects missing from the manifest."""
+    SHA-256), objects with more than one version or a delete marker, objects missing from the
+    manifest, and damaged, duplicated or rewritten manifest records."""
     report = verify_store(raw_store.get_store())
     frame = report_frame(report, pd.Timestamp.now(tz="UTC"))
     yield Output(

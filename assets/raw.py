@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 
 import pandas as pd
-from dagster import AssetCheckSpec, AssetExecutionContext, Output, asset
+from dagster import AssetCheckSpec, AssetExecutionContext, Failure, MetadataValue, Output, asset
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from assets.common import check_result, partition
@@ -11,6 +11,7 @@ from assets.partitions import PARTITION_EXPR, day_symbol_partitions
 from fbe_pipeline import schemas
 from fbe_pipeline.checks import check_ticks_in_session, clock_drift
 from fbe_pipeline.expectations import validate
+from fbe_pipeline.integrity import partition_outcome, verify_partition
 from fbe_pipeline.pipeline import data_version, prepare_raw_ticks, session_bounds
 from resources.fbe import RawStoreResource
 
@@ -20,6 +21,13 @@ from resources.fbe import RawStoreResource
     dagster_type=pandera_schema_to_dagster_type(schemas.RAW_TICKS),
     metadata={"partition_expr": PARTITION_EXPR},
     check_specs=[
+        AssetCheckSpec(
+            "raw_objects_verified",
+            asset="raw_ticks",
+            blocking=True,
+            description="Every raw object of the partition matches its manifest entry (size, "
+            "SHA-256, first version) and none is missing from the manifest.",
+        ),
         AssetCheckSpec("ticks_within_session", asset="raw_ticks", blocking=True),
         AssetCheckSpec("raw_ticks_expectations", asset="raw_ticks", blocking=True),
         AssetCheckSpec("clock_drift", asset="raw_ticks"),
@@ -28,9 +36,21 @@ from resources.fbe import RawStoreResource
 )
 def raw_ticks(context: AssetExecutionContext, raw_store: RawStoreResource) -> Iterator[object]:
     """Session ticks of one trading day and symbol, read from the write-once raw objects, with
-    the aggressor side resolved (source, Lee-Ready, or tick rule) and clock drift in ms."""
+    the aggressor side resolved (source, Lee-Ready, or tick rule) and clock drift in ms.
+
+    The raw objects are verified first: when one differs from its manifest entry, is missing
+    from it, or the partition has no tick object left, the ``raw_objects_verified`` check fails
+    and the step fails, so nothing of this partition is materialized from untrusted bytes."""
     day, instrument = partition(context)
     store = raw_store.get_store()
+    symbol = instrument.symbol
+    verified = partition_outcome(verify_partition(store, symbol, day), symbol, day)
+    if not verified.passed:
+        yield check_result("raw_objects_verified", verified)
+        raise Failure(
+            description=f"raw data of {symbol} {day} refused: {verified.metadata['summary']}",
+            metadata={"objects": MetadataValue.json(verified.metadata["objects"])},
+        )
     ticks, counts = prepare_raw_ticks(store, instrument, day)
     open_ns, close_ns = session_bounds(instrument, day)
     yield Output(
@@ -43,6 +63,7 @@ def raw_ticks(context: AssetExecutionContext, raw_store: RawStoreResource) -> It
             "session_close": str(pd.Timestamp(close_ns, tz="UTC")),
         },
     )
+    yield check_result("raw_objects_verified", verified)
     yield check_result("ticks_within_session", check_ticks_in_session(ticks, open_ns, close_ns))
     yield check_result("raw_ticks_expectations", validate(ticks, "raw_ticks"))
     yield check_result("clock_drift", clock_drift(ticks), warn=True)

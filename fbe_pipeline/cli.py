@@ -19,6 +19,7 @@ from fbe_pipeline.instruments import (
     Instrument,
     InstrumentError,
     get_instrument,
+    load_instruments,
     register_instrument,
 )
 from fbe_pipeline.settings import paths, prepare_dagster_home
@@ -128,16 +129,34 @@ def materialize(
     to: Annotated[str | None, typer.Option(help="last trading date")] = None,
 ) -> None:
     """Materialize every partition that has raw data, in date order, through Dagster."""
-    from fbe_pipeline.definitions import materialize_partitions
+    from fbe_pipeline.definitions import NothingToMaterializeError, materialize_partitions
 
-    start = date.fromisoformat(from_) if from_ else None
-    end = date.fromisoformat(to) if to else None
+    known = sorted(load_instruments())
+    unknown = [s for s in symbol or [] if s not in known]
+    if unknown:
+        err.print(
+            f"[red]unknown symbol {', '.join(map(repr, unknown))}[/red]; known symbols: "
+            f"{', '.join(known)} (register one with `fbe load ... --calendar`)"
+        )
+        raise typer.Exit(2)
+    try:
+        start = date.fromisoformat(from_) if from_ else None
+        end = date.fromisoformat(to) if to else None
+    except ValueError as exc:
+        err.print(f"[red]bad date: {exc}[/red]; use YYYY-MM-DD")
+        raise typer.Exit(2) from exc
     store = _store()
     if not store.partitions("ticks"):
         err.print("no raw ticks in the store: load data first (`fbe load` or `fbe load-sample`)")
         raise typer.Exit(1)
     prepare_dagster_home()
-    failures = materialize_partitions(store, symbols=symbol, start=start, end=end, console=console)
+    try:
+        failures = materialize_partitions(
+            store, symbols=symbol, start=start, end=end, console=console
+        )
+    except NothingToMaterializeError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
     if failures:
         err.print(f"[red]{failures} partition runs failed[/red]")
         raise typer.Exit(1)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pandas as pd
-from dagster import Definitions
+from dagster import Definitions, ExecuteInProcessResult
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from assets import PIPELINE_ASSETS
 from assets.integrity import integrity_job, raw_integrity
-from assets.partitions import partition_key
+from assets.partitions import partition_key, split_key
 from fbe_pipeline.instruments import get_instrument
 from fbe_pipeline.sessions import session_for
 from fbe_pipeline.settings import paths
@@ -20,8 +21,9 @@ from resources.duckdb_io import FbeDuckDBIOManager
 from resources.fbe import raw_store_from_env, scoring_from_env
 from sensors import integrity_schedule, new_raw_data_sensor, pipeline_job
 
-# Run events still go to the instance (and the UI); the console shows warnings and errors only.
-_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Run events still go to the instance (and the UI, with tracebacks); the console shows only
+# critical events, and a failed run is reported in one line by its first step failure.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def build_definitions() -> Definitions:
@@ -47,6 +49,10 @@ def build_definitions() -> Definitions:
 defs = build_definitions()
 
 
+class NothingToMaterializeError(LookupError):
+    """No partition with raw data matches the requested symbols and dates."""
+
+
 def materialize_partitions(
     store: RawStore,
     symbols: list[str] | None = None,
@@ -67,17 +73,34 @@ def materialize_partitions(
     -------
     int
         Number of failed runs (a failed blocking check stops its run's downstream assets).
-    """
-    from dagster import DagsterInstance
 
+    Raises
+    ------
+    NothingToMaterializeError
+        When no partition with raw ticks matches the symbols and dates.
+    """
+    from dagster import AssetKey, DagsterInstance
+
+    instance = DagsterInstance.get()
+    # Partitions materialized before stay in scope even when their raw objects vanished from
+    # the manifest: their run then fails loudly instead of leaving the old results unchallenged.
+    known = set(store.partitions("ticks"))
+    for key in instance.get_materialized_partitions(AssetKey("raw_ticks")):
+        day, sym = split_key(key)
+        known.add((sym, day))
     parts = [
         (day, sym)
-        for sym, day in store.partitions("ticks")
+        for sym, day in known
         if (not symbols or sym in symbols)
         and (start is None or day >= start)
         and (end is None or day <= end)
     ]
     parts.sort()
+    if not parts:
+        raise NothingToMaterializeError(
+            f"no raw ticks for {', '.join(symbols or ['any symbol'])} "
+            f"from {start or 'the first'} to {end or 'the last'} trading date"
+        )
     # Ticks stored on a day without a session (e.g. a holiday's pre-market prints) have no
     # bars to build; say so instead of failing a run.
     closed = [(d, s) for d, s in parts if session_for(get_instrument(s), d) is None]
@@ -85,7 +108,6 @@ def materialize_partitions(
         (console or Console()).print(f"skipped {sym} {day}: no {sym} session that day")
     parts = [p for p in parts if p not in closed]
     job = defs.resolve_job_def(pipeline_job.name)
-    instance = DagsterInstance.get()
     failures = 0
     with Progress(
         TextColumn("{task.description}"),
@@ -105,9 +127,22 @@ def materialize_partitions(
             )
             if not result.success:
                 failures += 1
-                progress.console.print(f"[red]run failed: {sym} {day} ({result.run_id})[/red]")
+                progress.console.print(
+                    f"[red]run failed: {sym} {day} ({result.run_id}): {_failure(result)}[/red]"
+                )
             progress.advance(task)
     return failures
+
+
+def _failure(result: ExecuteInProcessResult) -> str:
+    """The first step failure's message of a failed in-process run (one line)."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            error = event.step_failure_data.error
+            message = error.message.strip().splitlines()[-1]
+            # A user-facing Failure carries its own description; drop the class path.
+            return re.sub(r"^[\w.]*Failure: ", "", message)
+    return "see the Dagster UI"
 
 
 def failed_checks() -> dict[tuple[str, str], list[str]]:
@@ -149,7 +184,7 @@ def run_integrity() -> tuple[bool, pd.DataFrame]:
         instance=DagsterInstance.get(), run_config=_QUIET, raise_on_error=False
     )
     if not result.success:
-        raise RuntimeError(f"integrity run {result.run_id} failed; see the Dagster UI")
+        raise RuntimeError(f"integrity run {result.run_id} failed: {_failure(result)}")
     findings = result.output_for_node("raw_integrity")
     passed = all(e.passed for e in result.get_asset_check_evaluations())
     return passed, findings

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.pandas import Check, Column, DataFrameSchema
 
+from fbe_pipeline.integrity import MANIFEST_PROBLEMS, OBJECT_PROBLEMS
+
 _TS = "datetime64[ns, UTC]"
 _DATE = "datetime64[ns]"
 
@@ -203,12 +205,7 @@ BACKTEST_SUMMARY = DataFrameSchema(
 RAW_INTEGRITY = DataFrameSchema(
     {
         "checked_at": Column(_TS),
-        "problem": Column(
-            str,
-            Check.isin(
-                ["missing", "size_mismatch", "sha_mismatch", "extra_versions", "unmanifested"]
-            ),
-        ),
+        "problem": Column(str, Check.isin([*OBJECT_PROBLEMS, *MANIFEST_PROBLEMS])),
         "key": Column(str),
     },
     strict=True,

@@ -4,9 +4,10 @@ The bucket itself refuses what the pipeline must never do: every write is condit
 (``If-None-Match: *``), so an existing key cannot be overwritten through FBE, and object lock in
 COMPLIANCE mode refuses deleting or shortening the retention of any stored version. The manifest
 is a set of write-once JSON objects under ``_manifest/`` (one per data object) recording key,
-version id, size and SHA-256; reads are pinned to the manifest's version id, so a version
-written around the lock by someone else never reaches the pipeline (the integrity job reports
-it).
+version id, size and SHA-256; reads are pinned to the manifest's version id and verified
+against its SHA-256, so a version written around the lock by someone else never reaches the
+pipeline (the integrity job reports it). A manifest object is trusted only in its first
+version: a forged later version, or a delete marker, changes nothing that is read.
 
 References: AWS S3 user guide, "Conditional writes" (``If-None-Match``), "Object Lock", "Using
 versioning in S3 buckets".
@@ -22,6 +23,7 @@ from typing import Any
 from fbe_pipeline.store import (
     KINDS,
     ManifestEntry,
+    ManifestScan,
     ObjectExistsError,
     ObjectMissingError,
     RawStore,
@@ -116,8 +118,9 @@ class S3RawStore(RawStore):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
-        # Manifest entries fetched so far; entries are write-once, so a cached one never stales.
-        self._entries: dict[str, ManifestEntry] = {}
+        # Manifest record bodies fetched so far, by (manifest key, version id): a version's
+        # bytes never change, so a cached body never stales.
+        self._records: dict[tuple[str, str], bytes] = {}
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -134,24 +137,27 @@ class S3RawStore(RawStore):
                 IfNoneMatch="*",
                 Metadata={"sha256": digest},
             )
+            version_id = str(response.get("VersionId", ""))
         except Exception as exc:
             if _code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
                 raise
             known = next((e for e in self.entries(key) if e.key == key), None)
             if known is not None and known.sha256 == digest:
                 return False
-            raise ObjectExistsError(
-                f"refusing to overwrite raw object s3://{self.bucket}/{self._k(key)}: the store "
-                "refused the conditional write (If-None-Match: *) because the key exists "
-                "(raw data is immutable; load corrected data under a new source file)"
-            ) from exc
+            version_id = self._unrecorded_first_version(key, digest) if known is None else ""
+            if not version_id:
+                raise ObjectExistsError(
+                    f"refusing to overwrite raw object s3://{self.bucket}/{self._k(key)}: the "
+                    "store refused the conditional write (If-None-Match: *) because the key "
+                    "exists (raw data is immutable; load corrected data under a new source file)"
+                ) from exc
         entry = ManifestEntry.now(
             key,
             data,
             rows=rows,
             source_file=source_file,
             source_sha256=source_sha256,
-            version_id=str(response.get("VersionId", "")),
+            version_id=version_id,
         )
         self.client.put_object(
             Bucket=self.bucket,
@@ -159,61 +165,94 @@ class S3RawStore(RawStore):
             Body=json.dumps(asdict(entry), sort_keys=True).encode(),
             IfNoneMatch="*",
         )
-        self._entries[key] = entry
         return True
 
-    def entries(self, prefix: str) -> list[ManifestEntry]:
-        """Manifest entries under ``prefix``: one LIST of ``_manifest/<prefix>`` and a GET per
-        entry not fetched before, so reading a partition never reads the whole manifest."""
-        names = self._list_keys(MANIFEST_PREFIX + prefix)
-        keys = [n[len(MANIFEST_PREFIX) : -len(".json")] for n in names if n.endswith(".json")]
-        missing = [k for k in keys if k not in self._entries]
+    def _unrecorded_first_version(self, key: str, digest: str) -> str:
+        """The version id of ``key``'s only version when it holds exactly ``digest`` (a load
+        that died between the object and its manifest record), else ``""``."""
+        versions = [o for o in self.stored_objects(key) if o.key == key]
+        if len(versions) != 1 or versions[0].is_delete_marker:
+            return ""
+        data = self.read_version(key, versions[0].version_id)
+        return versions[0].version_id if sha256_bytes(data) == digest else ""
 
-        def fetch(key: str) -> ManifestEntry:
-            name = self._k(MANIFEST_PREFIX + key + ".json")
-            return ManifestEntry(
-                **json.loads(self.client.get_object(Bucket=self.bucket, Key=name)["Body"].read())
-            )
+    def scan_manifest(self, prefix: str = "") -> ManifestScan:
+        """Manifest records under ``prefix``: one LIST of the versions of ``_manifest/<prefix>``
+        and a GET per record not fetched before, so reading a partition never reads the whole
+        manifest.
 
-        # One small GET per entry: run them concurrently, they wait on the network.
+        Each manifest object is trusted only in its first version, the one written with
+        ``If-None-Match: *`` and locked: a later version is reported as ``rewritten`` and never
+        redirects a read, and a delete marker is reported as ``deleted`` while the first
+        version stays in use.
+        """
+        scan = ManifestScan()
+        first: dict[str, str] = {}
+        versions: dict[str, int] = {}
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(
+            Bucket=self.bucket, Prefix=self._k(MANIFEST_PREFIX + prefix)
+        ):
+            # S3 lists the versions of a key newest first, so the last one seen is the first.
+            for v in page.get("Versions", []):
+                name = v["Key"][len(self.prefix) :]
+                first[name] = str(v.get("VersionId", ""))
+                versions[name] = versions.get(name, 0) + 1
+            for marker in page.get("DeleteMarkers", []):
+                scan.deleted.append(marker["Key"][len(self.prefix) :])
+        scan.rewritten = sorted(name for name, n in versions.items() if n > 1)
+        scan.deleted = sorted(set(scan.deleted))
+        todo = [(n, v) for n, v in sorted(first.items()) if (n, v) not in self._records]
+
+        def fetch(item: tuple[str, str]) -> bytes:
+            name, version = item
+            args = {"Bucket": self.bucket, "Key": self._k(name)}
+            if version and version != "null":
+                args["VersionId"] = version
+            return bytes(self.client.get_object(**args)["Body"].read())
+
+        # One small GET per record: run them concurrently, they wait on the network.
         with ThreadPoolExecutor(max_workers=8) as pool:
-            for entry in pool.map(fetch, missing):
-                self._entries[entry.key] = entry
-        return sorted((self._entries[k] for k in keys), key=lambda e: e.key)
-
-    def _list_keys(self, sub: str) -> list[str]:
-        keys = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._k(sub)):
-            keys += [o["Key"][len(self.prefix) :] for o in page.get("Contents", [])]
-        return sorted(keys)
-
-    def manifest(self) -> list[ManifestEntry]:
-        return sorted(self.entries(""), key=lambda e: (e.written_at, e.key))
-
-    def get(self, key: str) -> bytes:
-        entry = next((e for e in self.entries(key) if e.key == key), None)
-        return self.read_version(key, entry.version_id if entry else "")
+            for item, body in zip(todo, pool.map(fetch, todo), strict=True):
+                self._records[item] = body
+        for name, version in sorted(first.items()):
+            try:
+                entry = ManifestEntry.from_json(self._records[(name, version)])
+            except ValueError as exc:
+                scan.malformed.append((name, str(exc)))
+                continue
+            if MANIFEST_PREFIX + entry.key + ".json" != name:
+                scan.malformed.append((name, f"records key {entry.key!r} under another name"))
+                continue
+            scan.records.append(entry)
+        scan.records.sort(key=lambda e: (e.written_at, e.key))
+        return scan
 
     def read_version(self, key: str, version_id: str = "") -> bytes:
         args: dict[str, str] = {"Bucket": self.bucket, "Key": self._k(key)}
         if version_id:
             args["VersionId"] = version_id
         try:
-            return bytes(self.client.get_object(**args)["Body"].read())
+            response = self.client.get_object(**args)
         except Exception as exc:
-            if _code(exc) in ("NoSuchKey", "NoSuchVersion", "404"):
+            if _code(exc) in ("NoSuchKey", "NoSuchVersion", "404", "MethodNotAllowed", "405"):
                 raise ObjectMissingError(
                     f"raw object s3://{self.bucket}/{self._k(key)} "
                     f"(version {version_id or 'latest'}) is missing"
                 ) from exc
             raise
+        if version_id and str(response.get("VersionId", "")) != version_id:
+            raise ObjectMissingError(
+                f"raw object s3://{self.bucket}/{self._k(key)}: asked for version {version_id}, "
+                f"the store returned {response.get('VersionId')!r}"
+            )
+        return bytes(response["Body"].read())
 
-    def stored_objects(self) -> list[StoredObject]:
+    def stored_objects(self, prefix: str = "") -> list[StoredObject]:
         found = []
         paginator = self.client.get_paginator("list_object_versions")
-        for kind in KINDS:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._k(kind + "/")):
+        for sub in [prefix] if prefix else [kind + "/" for kind in KINDS]:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._k(sub)):
                 for v in page.get("Versions", []):
                     found.append(
                         StoredObject(
@@ -221,6 +260,16 @@ class S3RawStore(RawStore):
                             version_id=str(v.get("VersionId", "")),
                             size=int(v["Size"]),
                             is_latest=bool(v.get("IsLatest", False)),
+                        )
+                    )
+                for m in page.get("DeleteMarkers", []):
+                    found.append(
+                        StoredObject(
+                            key=m["Key"][len(self.prefix) :],
+                            version_id=str(m.get("VersionId", "")),
+                            size=0,
+                            is_latest=bool(m.get("IsLatest", False)),
+                            is_delete_marker=True,
                         )
                     )
         return sorted(found, key=lambda o: (o.key, o.version_id))

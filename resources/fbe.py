@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,14 @@ class RawStoreResource(ConfigurableResource):  # type: ignore[type-arg]
     s3_region: str = "us-east-1"
 
     def s3_client(self) -> Any:
-        """A boto3 S3 client from dagster-aws's ``S3Resource`` with this endpoint and region."""
+        """A boto3 S3 client from dagster-aws's ``S3Resource`` with this endpoint and region.
+
+        botocore's loggers are held at WARNING first: at DEBUG they print request headers and
+        credential lookups (access key id, session token) to stderr and the compute logs.
+        """
         from dagster_aws.s3 import S3Resource
 
+        quiet_aws_loggers()
         return S3Resource(
             endpoint_url=self.s3_endpoint_url or None, region_name=self.s3_region
         ).get_client()
@@ -65,6 +71,21 @@ class RawStoreResource(ConfigurableResource):  # type: ignore[type-arg]
                 raise ValueError("the s3 raw store backend needs FBE_S3_BUCKET")
             return S3RawStore(self.s3_client(), self.s3_bucket, self.s3_prefix)
         raise ValueError(f"unknown raw store backend {self.backend!r}; expected 'local' or 's3'")
+
+
+AWS_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+
+
+def quiet_aws_loggers() -> None:
+    """Hold the AWS SDK's and urllib3's loggers at WARNING whatever the root level is.
+
+    ``FBE_LOG_LEVEL=DEBUG`` must never print credentials; botocore logs signed request headers
+    and the credentials it found at DEBUG, so its loggers never go below WARNING.
+    """
+    for name in AWS_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 def env_or(name: str, default: str, deferred: bool = True) -> Any:
