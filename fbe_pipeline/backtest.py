@@ -1,12 +1,53 @@
 """Backtest of the false-breakout fade (SPEC §3), one session at a time.
 
-Entry at the open of the first bar at or after the decision (the bar after the signal bar),
-filled ``execution_latency_ms`` after the decision, plus slippage; stop beyond the poke extreme
-plus an ATR buffer; target at the range midpoint; a time stop after ``time_stop_bars`` bars; an
-open trade is closed at the session's last bar. One position per symbol: signals while a trade
-is open are not taken. A bar touching both stop and target counts as a stop (conservative).
-Costs are ``cost_bps`` per side plus the slippage model of :mod:`fbe_pipeline.slippage` on both
-fills.
+The per-trade rules live in :mod:`fbe_pipeline.trade_rules` (shared with paper trading); this
+module walks a session's signals and bars with them. The rules below alone reproduce every
+trade (``tests/test_backtest_reference.py`` re-derives them independently). Prices are in the
+instrument's currency per unit, timestamps UTC, a bar ``t`` covers ``[t, t + 60 s)``.
+
+1. **Signals** are taken in ``ts`` order. One position per symbol: a signal whose
+   ``decision_time`` is before the previous trade's ``exit_time`` is dropped (not queued);
+   ``decision_time == exit_time`` may trade. A signal that is skipped (rules 2-4) does not
+   block later signals.
+2. **Entry bar**: the first bar of the session whose open time ``ts >= decision_time`` (the
+   bar after the signal bar when there is no decision latency and no missing minute). No such
+   bar: no trade.
+3. **Levels** from the signal bar (side ``+1`` long, ``-1`` short): ``stop = extreme - side *
+   stop_atr_buffer * atr14`` with ``extreme`` the signal bar's high (short) or low (long);
+   ``target = (range_high + range_low) / 2``. A signal whose ``range_high``, ``range_low``,
+   ``atr14`` or extreme is NaN cannot trade.
+4. **Entry decision** from the levels and the entry bar's open only: enter when the open is
+   strictly between stop and target (long ``stop < open < target``, short ``target < open <
+   stop``); an open at or beyond either level skips the signal. The slipped fill is not used
+   (its random draw is unknown before the order is sent), so it may lie beyond the target.
+5. **Entry fill**: ``entry_price = open + side * slip_in`` with ``slip_in`` =
+   :func:`fbe_pipeline.slippage.slippage` of the open, the signal bar's ``vol_ratio`` and the
+   key ``signal_id``. ``entry_time = max(decision_time + execution_latency_ms, entry bar ts +
+   1 ns)``, always strictly after the decision.
+6. **Exit scan**, bar by bar from the entry bar (included), first match wins:
+
+   a. open at or beyond the stop (long ``open <= stop``, short ``open >= stop``): exit at
+      that bar's **open**, reason ``stop`` (after a positive entry decision this can only
+      happen from the bar after the entry bar on);
+   b. the bar touches the stop (long ``low <= stop``, short ``high >= stop``): exit at the
+      stop, reason ``stop``. Stop before target: a bar touching both exits at the stop;
+   c. the bar touches the target (long ``high >= target``, short ``low <= target``), an open
+      beyond it included: exit at the **target** (a resting limit order never fills better
+      than its limit), reason ``target``;
+   d. still open at the bar's close: when the trade has been open ``time_stop_bars`` bars
+      (the entry bar is bar 1), exit at that close, reason ``time_stop``; else on the
+      session's last bar, exit at its close, reason ``session_end`` (``time_stop`` wins when
+      both apply).
+
+   A touch equal to a level counts.
+7. **Exit fill**: ``exit_price = reference - side * slip_out`` with ``slip_out`` = slippage of
+   the exit reference price, the signal bar's ``vol_ratio`` and the key ``signal_id + ":exit"``
+   (slippage applies to every exit, target included). ``exit_time`` = the exit bar's close
+   (``ts + 60 s``; an intrabar stop or target is stamped at the close of its bar), and never
+   before ``entry_time``. ``bars_held`` = exit bar index - entry bar index + 1.
+8. **PnL**: ``cost = cost_bps / 1e4 * (entry_price + exit_price)``, ``pnl = side *
+   (exit_price - entry_price) - cost``, ``r_multiple = pnl / |entry_price - stop|``,
+   ``return_bps = pnl / entry_price * 1e4``, ``slippage_paid = slip_in + slip_out``.
 """
 
 from __future__ import annotations
@@ -18,6 +59,15 @@ import pandas as pd
 
 from fbe_pipeline.config import ScoringConfig
 from fbe_pipeline.slippage import slippage
+from fbe_pipeline.trade_rules import (
+    bracket_levels,
+    entry_decision,
+    entry_fill,
+    exit_fill,
+    scan_exit,
+    side_of,
+    trade_pnl,
+)
 
 BAR = pd.Timedelta(60, "s")
 
@@ -91,12 +141,12 @@ def run_backtest(
     config: ScoringConfig,
     data_version: str,
 ) -> pd.DataFrame:
-    """Simulate the signals of one session.
+    """Simulate the signals of one session with the rules of the module docstring.
 
     Parameters
     ----------
     bars, features, regimes : pandas.DataFrame
-        One session's bars, features and regime tags, aligned on ``ts``.
+        One session's bars (sorted by ``ts``), features and regime tags, aligned on ``ts``.
     signals : pandas.DataFrame
         That session's signals (:data:`fbe_pipeline.scoring.SIGNAL_COLUMNS`).
     config : ScoringConfig
@@ -111,6 +161,12 @@ def run_backtest(
         currency per unit; ``pnl`` after slippage and costs; ``r_multiple`` = pnl / initial risk
         (|entry - stop|); ``return_bps`` = pnl / entry price in basis points; timestamps UTC.
         ``entry_time`` is always strictly after ``decision_time``.
+
+    Raises
+    ------
+    ValueError
+        If a signal's bar has no row in ``bars`` or ``features``, or a direction is neither
+        ``long`` nor ``short``.
     """
     if signals.empty or bars.empty:
         return empty_trades()
@@ -124,35 +180,43 @@ def run_backtest(
     latency = pd.Timedelta(config.execution_latency_ms, "ms")
     rows: list[dict[str, object]] = []
     free_from = ts[0] - BAR
-    for sig in signals.sort_values("ts").itertuples(index=False):
+    for sig in signals.sort_values("ts", kind="stable").itertuples(index=False):
         decision = pd.Timestamp(sig.decision_time)
         if decision < free_from:
-            continue
+            continue  # one position per symbol: a trade is still open
         k = int(ts.searchsorted(decision, side="left"))
         if k >= len(ts):
-            continue
-        f = feat.loc[pd.Timestamp(sig.ts)]
-        side = -1 if sig.direction == "short" else 1
-        atr = float(f["atr14"])
-        if math.isnan(atr):
-            continue
-        extreme = float(bars.loc[ts == pd.Timestamp(sig.ts), "high" if side < 0 else "low"].iloc[0])
-        stop = extreme - side * config.stop_atr_buffer * atr
-        target = (float(f["range_high"]) + float(f["range_low"])) / 2.0
+            continue  # no bar opens at or after the decision
+        signal_ts = pd.Timestamp(sig.ts)
+        s = int(ts.searchsorted(signal_ts, side="left"))
+        if s >= len(ts) or ts[s] != signal_ts or signal_ts not in feat.index:
+            raise ValueError(f"signal {sig.signal_id}: no bar/features row at {signal_ts}")
+        f = feat.loc[signal_ts]
+        side = side_of(sig.direction)
+        levels = bracket_levels(
+            side,
+            float(h[s] if side < 0 else lo[s]),
+            float(f["atr14"]),
+            float(f["range_high"]),
+            float(f["range_low"]),
+            config.stop_atr_buffer,
+        )
+        if levels is None:
+            continue  # incomplete range or ATR: the signal cannot trade
+        stop, target = levels
+        if not entry_decision(side, float(o[k]), stop, target):
+            continue  # the entry bar opens at or beyond a level: no edge left
         vr = float(f["vol_ratio"])
-        entry_slip = slippage(o[k], vr, sig.signal_id, config)
-        entry = o[k] + side * entry_slip
-        if side * (target - entry) <= 0 or side * (entry - stop) <= 0:
-            continue  # target or stop already on the wrong side of the entry: no edge left
+        entry_slip = slippage(float(o[k]), vr, sig.signal_id, config)
+        entry = entry_fill(side, float(o[k]), entry_slip)
         entry_time = max(decision + latency, ts[k] + pd.Timedelta(1, "ns"))
-        exit_ref, reason, j = _exit(o, h, lo, c, k, side, stop, target, config.time_stop_bars)
+        exit_ref, reason, j = scan_exit(side, stop, target, o, h, lo, c, k, config.time_stop_bars)
         exit_slip = slippage(exit_ref, vr, f"{sig.signal_id}:exit", config)
-        exit_px = exit_ref - side * exit_slip
-        cost = config.cost_bps / 1e4 * (entry + exit_px)
-        pnl = side * (exit_px - entry) - cost
+        exit_px = exit_fill(side, exit_ref, exit_slip)
+        pnl, cost = trade_pnl(side, entry, exit_px, config.cost_bps)
         risk = abs(entry - stop)
         exit_time = max(ts[j] + BAR, entry_time)
-        regime_row = reg.loc[pd.Timestamp(sig.ts)]
+        regime_row = reg.loc[signal_ts]
         rows.append(
             {
                 "trade_id": f"T:{sig.signal_id}",
@@ -185,37 +249,6 @@ def run_backtest(
     if not rows:
         return empty_trades()
     return _typed_trades(pd.DataFrame(rows, columns=list(TRADE_COLUMNS)))
-
-
-def _exit(
-    o: np.ndarray,
-    h: np.ndarray,
-    lo: np.ndarray,
-    c: np.ndarray,
-    k: int,
-    side: int,
-    stop: float,
-    target: float,
-    time_stop_bars: int,
-) -> tuple[float, str, int]:
-    """Exit reference price, reason and bar index of a trade entered at the open of bar ``k``.
-
-    Bars ``k .. k + time_stop_bars - 1`` are scanned in order; the first touching the stop
-    exits at the stop (at the bar's open when it gapped through the stop after the entry bar),
-    else the first touching the target exits at the target; otherwise the trade closes at the
-    last scanned bar's close (``time_stop``, or ``session_end`` when the session ran out first).
-    """
-    last = min(k + time_stop_bars - 1, len(c) - 1)
-    for i in range(k, last + 1):
-        hit_stop = h[i] >= stop if side < 0 else lo[i] <= stop
-        if hit_stop:
-            gapped = o[i] > stop if side < 0 else o[i] < stop
-            return (float(o[i]) if gapped and i > k else stop), "stop", i
-        hit_target = lo[i] <= target if side < 0 else h[i] >= target
-        if hit_target:
-            return target, "target", i
-    reason = "time_stop" if last == k + time_stop_bars - 1 else "session_end"
-    return float(c[last]), reason, last
 
 
 def trade_metrics(trades: pd.DataFrame) -> dict[str, float]:
