@@ -172,6 +172,14 @@ def summary() -> None:
     prepare_dagster_home()
     rows = partition_summary()
     checks = failed_checks()
+    # A partition refused before it ever materialized has no rows; it must still show.
+    shown = {(str(r["symbol"]), str(r["date"])) for r in rows}
+    rows += [
+        {"symbol": sym, "date": day, "ticks": None}
+        for sym, day in sorted(checks)
+        if (sym, day) not in shown and checks[(sym, day)]
+    ]
+    rows.sort(key=lambda r: (str(r["symbol"]), str(r["date"])))
     if not rows:
         err.print("nothing materialized yet: run `fbe materialize`")
         raise typer.Exit(1)
@@ -182,16 +190,15 @@ def summary() -> None:
             col, justify="left" if col in ("symbol", "date", "failed checks") else "right"
         )
     for r in rows:
+        counts = (
+            [f"{r[c]:,}" for c in columns[2:]] + [f"{r['pnl']:.4f}"]
+            if r["ticks"] is not None
+            else ["-"] * (len(columns) - 1)
+        )
         table.add_row(
             str(r["symbol"]),
             str(r["date"]),
-            f"{r['ticks']:,}",
-            f"{r['bars']:,}",
-            f"{r['features']:,}",
-            f"{r['pokes']:,}",
-            f"{r['signals']:,}",
-            f"{r['trades']:,}",
-            f"{r['pnl']:.4f}",
+            *counts,
             ", ".join(checks.get((str(r["symbol"]), str(r["date"])), [])) or "-",
         )
     console.print(table)
