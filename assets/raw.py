@@ -1,6 +1,7 @@
 """``raw_ticks``: one partition's session ticks from the immutable raw store."""
 
 from collections.abc import Iterator
+from dataclasses import asdict
 
 import pandas as pd
 from dagster import AssetCheckSpec, AssetExecutionContext, Failure, MetadataValue, Output, asset
@@ -44,12 +45,13 @@ def raw_ticks(context: AssetExecutionContext, raw_store: RawStoreResource) -> It
     day, instrument = partition(context)
     store = raw_store.get_store()
     symbol = instrument.symbol
-    verified = partition_outcome(verify_partition(store, symbol, day), symbol, day)
-    if not verified.passed:
+    findings = verify_partition(store, symbol, day)
+    verified = partition_outcome(findings, symbol, day)
+    if findings:
         yield check_result("raw_objects_verified", verified)
         raise Failure(
             description=f"raw data of {symbol} {day} refused: {verified.metadata['summary']}",
-            metadata={"objects": MetadataValue.json(verified.metadata["objects"])},
+            metadata={"objects": MetadataValue.json([asdict(f) for f in findings[:50]])},
         )
     ticks, counts = prepare_raw_ticks(store, instrument, day)
     open_ns, close_ns = session_bounds(instrument, day)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date
 
 from fbe_pipeline.checks import CheckOutcome
@@ -246,17 +246,7 @@ def partition_outcome(findings: list[Finding], symbol: str, trading_date: date) 
     """The ``raw_objects_verified`` check of a partition from :func:`verify_partition`'s
     findings: passed when there are none; metadata names each offending key with the
     expected and actual SHA-256 and size."""
-    rows = [
-        {
-            "key": f.key,
-            "problem": f.problem,
-            "expected_sha256": f.expected_sha256,
-            "actual_sha256": f.actual_sha256,
-            "expected_size": f.expected_size,
-            "actual_size": f.actual_size,
-        }
-        for f in findings[:50]
-    ]
+    rows = [asdict(f) for f in findings[:50]]
     summary = "; ".join(f"{f.problem}: {f.key}" for f in findings[:5])
     return CheckOutcome(
         passed=not findings,

@@ -272,4 +272,5 @@ class S3RawStore(RawStore):
                             is_delete_marker=True,
                         )
                     )
-        return sorted(found, key=lambda o: (o.key, o.version_id))
+        # Stable sort by key only: within a key, S3's order (newest first) is kept.
+        return sorted(found, key=lambda o: o.key)

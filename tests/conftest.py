@@ -1,11 +1,15 @@
-"""Shared fixtures: the real sample data directory and an isolated ``FBE_HOME``."""
+"""Shared fixtures: the real sample data directory, an isolated ``FBE_HOME``, and an S3
+endpoint (moto's server on 127.0.0.1) with an environment pointing the raw store at it."""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +28,35 @@ def fbe_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "fbe_home"
     monkeypatch.setenv("FBE_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    """Base URL of a moto S3 server on loopback, one per test module."""
+    # The server's request log would otherwise go to whatever stream a CliRunner had swapped
+    # in when its first request arrived, and fail once that stream is closed.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str, request: pytest.FixtureRequest
+) -> dict[str, str]:
+    """S3 backend settings and test credentials for a bucket named after the test."""
+    bucket = "fbe-" + request.node.name.replace("_", "-")[:40].lower().strip("-")
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FBE_RAW_BACKEND": "s3",
+        "FBE_S3_BUCKET": bucket,
+        "FBE_S3_ENDPOINT_URL": endpoint,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ import duckdb
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, materialize
-from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
 from assets import PIPELINE_ASSETS
@@ -27,33 +25,6 @@ from resources.duckdb_io import FbeDuckDBIOManager
 from resources.fbe import RawStoreResource, ScoringConfigResource
 
 DAY = date(2013, 10, 7)
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(
-    monkeypatch: pytest.MonkeyPatch, endpoint: str, request: pytest.FixtureRequest
-) -> dict[str, str]:
-    bucket = "fbe-" + request.node.name.replace("_", "-")[:40].lower().strip("-")
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "FBE_RAW_BACKEND": "s3",
-        "FBE_S3_BUCKET": bucket,
-        "FBE_S3_ENDPOINT_URL": endpoint,
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
 
 
 def _resource(home: Path, env: dict[str, str]) -> RawStoreResource:
