@@ -200,7 +200,7 @@ def test_tampered_real_day_is_refused_and_the_clean_partitions_still_materialize
 
     assert result.exit_code == 1
     flat = _flat(result.output)
-    assert _flat(f"runfailed:SPY2013-10-08") in flat
+    assert _flat("runfailed:SPY2013-10-08") in flat
     assert _flat(f"size_mismatch: {entry.key}") in flat
     assert "Traceback" not in result.output
     assert _bar_counts(home) == {("SPY", "2013-10-07"): 390, ("BTCUSDT", "2020-02-22"): 126}
