@@ -10,9 +10,9 @@ from dagster_pandera import pandera_schema_to_dagster_type
 from assets.common import check_result, partition
 from assets.partitions import PARTITION_EXPR, day_symbol_partitions
 from fbe_pipeline import schemas
-from fbe_pipeline.checks import check_ticks_in_session, clock_drift
+from fbe_pipeline.checks import check_raw_objects, check_ticks_in_session, clock_drift
 from fbe_pipeline.expectations import validate
-from fbe_pipeline.integrity import partition_outcome, verify_partition
+from fbe_pipeline.integrity import verify_partition
 from fbe_pipeline.pipeline import data_version, prepare_raw_ticks, session_bounds
 from resources.fbe import RawStoreResource
 
@@ -46,7 +46,7 @@ def raw_ticks(context: AssetExecutionContext, raw_store: RawStoreResource) -> It
     store = raw_store.get_store()
     symbol = instrument.symbol
     findings = verify_partition(store, symbol, day)
-    verified = partition_outcome(findings, symbol, day)
+    verified = check_raw_objects(findings, symbol, day)
     if findings:
         yield check_result("raw_objects_verified", verified)
         raise Failure(

@@ -6,12 +6,14 @@ The Dagster layer turns each outcome into an asset check result; tests call them
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import date
 
 import numpy as np
 import pandas as pd
 
 from fbe_pipeline.bars import find_gaps
+from fbe_pipeline.integrity import Finding
 
 
 @dataclass(frozen=True)
@@ -281,5 +283,22 @@ def clock_drift(ticks: pd.DataFrame, threshold_ms: float = 100.0) -> CheckOutcom
             "max_ms": round(float(drift.max()), 3),
             "over_threshold": over,
             "threshold_ms": threshold_ms,
+        },
+    )
+
+
+def check_raw_objects(findings: list[Finding], symbol: str, trading_date: date) -> CheckOutcome:
+    """The ``raw_objects_verified`` check of a partition from the findings of
+    :func:`fbe_pipeline.integrity.verify_partition`: passed when there are none; metadata names
+    each offending key with the expected and actual SHA-256 and size (bytes)."""
+    rows = [asdict(f) for f in findings[:50]]
+    summary = "; ".join(f"{f.problem}: {f.key}" for f in findings[:5])
+    return CheckOutcome(
+        passed=not findings,
+        metadata={
+            "partition": f"{trading_date.isoformat()}|{symbol}",
+            "findings": len(findings),
+            "objects": rows,
+            **({"summary": summary} if findings else {}),
         },
     )

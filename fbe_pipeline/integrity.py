@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date
 
-from fbe_pipeline.checks import CheckOutcome
 from fbe_pipeline.store import (
     KINDS,
     ManifestEntry,
@@ -240,20 +239,3 @@ def verify_partition(store: RawStore, symbol: str, trading_date: date) -> list[F
         key = f"ticks/{symbol}/{trading_date:%Y/%m/%d}/"
         findings.append(Finding(key, "no_objects"))
     return findings
-
-
-def partition_outcome(findings: list[Finding], symbol: str, trading_date: date) -> CheckOutcome:
-    """The ``raw_objects_verified`` check of a partition from :func:`verify_partition`'s
-    findings: passed when there are none; metadata names each offending key with the
-    expected and actual SHA-256 and size."""
-    rows = [asdict(f) for f in findings[:50]]
-    summary = "; ".join(f"{f.problem}: {f.key}" for f in findings[:5])
-    return CheckOutcome(
-        passed=not findings,
-        metadata={
-            "partition": f"{trading_date.isoformat()}|{symbol}",
-            "findings": len(findings),
-            "objects": rows,
-            **({"summary": summary} if findings else {}),
-        },
-    )
