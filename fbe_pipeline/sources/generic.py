@@ -32,7 +32,11 @@ def _to_ns(values: pd.Series, column: str, name: str) -> npt.NDArray[np.int64]:
         if values.isna().any():
             n_empty = int(values.isna().sum())
             raise ValueError(f"{name}: column {column!r} has {n_empty} empty values")
-        ns = np.asarray(pd.DatetimeIndex(values).as_unit("ns").asi8, dtype=np.int64)
+        try:
+            # Parquet may store µs or ms: a far date fits there but not in int64 ns.
+            ns = np.asarray(pd.DatetimeIndex(values).as_unit("ns").asi8, dtype=np.int64)
+        except (ValueError, OverflowError) as exc:
+            raise ValueError(f"{name}: column {column!r} has absurd timestamps: {exc}") from exc
     elif pd.api.types.is_datetime64_dtype(values):
         raise ValueError(
             f"{name}: column {column!r} holds timestamps without a zone; store them in UTC"
@@ -124,7 +128,8 @@ def read_generic_trades(path: Path | str, symbol: str, fmt: str) -> pd.DataFrame
         raise FileNotFoundError(f"trades file not found: {path}")
     name = path.name
     if fmt == "csv":
-        raw = read_csv_file(path)
+        # Text columns stay verbatim: a condition such as "0020" must not become the number 20.
+        raw = read_csv_file(path, dtype={c: str for c in ("side", "exchange", "condition")})
     elif fmt == "parquet":
         raw = _read_parquet(path)
     else:

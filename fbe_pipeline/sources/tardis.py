@@ -51,7 +51,7 @@ def _read(path: Path | str, header: list[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Tardis file not found: {path}")
-    frame = read_csv_file(path)
+    frame = read_csv_file(path, dtype={c: str for c in ("exchange", "symbol", "side")})
     missing = [c for c in header if c not in frame.columns]
     if missing:
         raise ValueError(f"{path.name}: not a Tardis file of this type, missing columns {missing}")
