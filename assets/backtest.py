@@ -6,8 +6,8 @@ import pandas as pd
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetIn, Output, asset
 from dagster_pandera import pandera_schema_to_dagster_type
 
-from assets.common import check_result, from_store, partition
-from assets.partitions import PARTITION_EXPR, SUMMARY_DAYS, day_symbol_partitions, lookback
+from assets.common import check_result, from_store, partition, rounded, table_asset
+from assets.partitions import SUMMARY_DAYS, day_symbol_partitions, lookback
 from fbe_pipeline import schemas
 from fbe_pipeline.backtest import trade_metrics
 from fbe_pipeline.checks import check_entry_timing
@@ -18,8 +18,15 @@ from resources.fbe import RawStoreResource, ScoringConfigResource
 @asset(
     partitions_def=day_symbol_partitions,
     dagster_type=pandera_schema_to_dagster_type(schemas.BACKTEST_TRADES),
-    metadata={"partition_expr": PARTITION_EXPR},
-    check_specs=[AssetCheckSpec("entry_after_decision", asset="backtest_trades", blocking=True)],
+    **table_asset(schemas.BACKTEST_TRADES, "backtest"),
+    check_specs=[
+        AssetCheckSpec(
+            "entry_after_decision",
+            asset="backtest_trades",
+            blocking=True,
+            description="Every backtest entry is strictly after its signal's decision time.",
+        )
+    ],
     group_name="backtest",
 )
 def backtest_trades(
@@ -46,7 +53,7 @@ def backtest_trades(
     yield Output(
         trades,
         metadata={
-            **{k: float(v) for k, v in trade_metrics(trades).items()},
+            **rounded({k: float(v) for k, v in trade_metrics(trades).items()}),
             "config_version": config.version,
             "data_version": version,
         },
@@ -58,7 +65,7 @@ def backtest_trades(
     partitions_def=day_symbol_partitions,
     ins={"backtest_trades": AssetIn(partition_mapping=lookback(SUMMARY_DAYS))},
     dagster_type=pandera_schema_to_dagster_type(schemas.BACKTEST_SUMMARY),
-    metadata={"partition_expr": PARTITION_EXPR},
+    **table_asset(schemas.BACKTEST_SUMMARY, "backtest"),
     group_name="backtest",
 )
 def backtest_summary(
@@ -73,4 +80,4 @@ def backtest_summary(
     config = scoring.get_config()
     version = data_version(raw_store.get_store(), instrument.symbol, day)
     out = session_summary(from_store(backtest_trades), instrument.symbol, day, config, version)
-    return Output(out, metadata={"rows": len(out)})
+    return Output(out, metadata={"config_version": config.version, "data_version": version})

@@ -6,8 +6,8 @@ import pandas as pd
 from dagster import AssetCheckSpec, AssetExecutionContext, DataVersion, Output, asset
 from dagster_pandera import pandera_schema_to_dagster_type
 
-from assets.common import check_result, partition
-from assets.partitions import PARTITION_EXPR, day_symbol_partitions
+from assets.common import check_result, partition, table_asset
+from assets.partitions import day_symbol_partitions
 from fbe_pipeline import schemas
 from fbe_pipeline.checks import (
     CheckOutcome,
@@ -24,13 +24,44 @@ from resources.fbe import RawStoreResource
 @asset(
     partitions_def=day_symbol_partitions,
     dagster_type=pandera_schema_to_dagster_type(schemas.BARS_1M),
-    metadata={"partition_expr": PARTITION_EXPR},
+    **table_asset(schemas.BARS_1M, "bars"),
     check_specs=[
-        AssetCheckSpec("ohlc_invariants", asset="bars_1m", blocking=True),
-        AssetCheckSpec("bar_times_strictly_ordered_unique", asset="bars_1m", blocking=True),
-        AssetCheckSpec("bars_expectations", asset="bars_1m", blocking=True),
-        AssetCheckSpec("gap_report", asset="bars_1m"),
-        AssetCheckSpec("vendor_reference_match", asset="bars_1m"),
+        AssetCheckSpec(
+            "ohlc_invariants",
+            asset="bars_1m",
+            blocking=True,
+            description=(
+                "low <= open, close <= high; prices > 0; volume >= 0; buy + sell <= volume; low "
+                "<= VWAP <= high."
+            ),
+        ),
+        AssetCheckSpec(
+            "bar_times_strictly_ordered_unique",
+            asset="bars_1m",
+            blocking=True,
+            description=(
+                "Bar open times strictly increasing, unique, on the minute, inside the session."
+            ),
+        ),
+        AssetCheckSpec(
+            "bars_expectations",
+            asset="bars_1m",
+            blocking=True,
+            description="Great Expectations suite on bars_1m.",
+        ),
+        AssetCheckSpec(
+            "gap_report",
+            asset="bars_1m",
+            description="Monitor: gaps longer than 2 minutes that stay gaps.",
+        ),
+        AssetCheckSpec(
+            "vendor_reference_match",
+            asset="bars_1m",
+            description=(
+                "Monitor: share of regular-session bars equal to the vendor's minute bars "
+                "(volume, OHLC)."
+            ),
+        ),
     ],
     group_name="bars",
 )

@@ -6,9 +6,18 @@ from datetime import date
 from typing import Any
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, MetadataValue
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    MetadataValue,
+    TableColumn,
+    TableColumnConstraints,
+    TableSchema,
+)
+from pandera.api.pandas.container import DataFrameSchema
 
-from assets.partitions import split_key
+from assets.partitions import PARTITION_EXPR, split_key
 from fbe_pipeline.checks import CheckOutcome
 from fbe_pipeline.instruments import Instrument, get_instrument
 
@@ -47,3 +56,48 @@ def from_store(frame: pd.DataFrame) -> pd.DataFrame:
     if "trading_date" in out:
         out["trading_date"] = pd.to_datetime(out["trading_date"]).astype("datetime64[ns]")
     return out.sort_values("ts").reset_index(drop=True) if "ts" in out else out
+
+
+OWNERS = ["team:fbe-quant-data"]
+
+
+def column_schema(schema: DataFrameSchema) -> TableSchema:
+    """The Dagster table schema of a pandera contract: each column's dtype, nullability and
+    checks (e.g. ``greater_than(0)``), so the catalog shows what the contract enforces."""
+
+    def rule(check: Any) -> str:
+        args = ", ".join(str(v) for v in (check.statistics or {}).values())
+        return f"{check.name}({args})"
+
+    return TableSchema(
+        columns=[
+            TableColumn(
+                name,
+                str(col.dtype),
+                constraints=TableColumnConstraints(
+                    nullable=bool(col.nullable), other=[rule(c) for c in col.checks]
+                ),
+            )
+            for name, col in schema.columns.items()
+        ]
+    )
+
+
+def table_asset(schema: DataFrameSchema, layer: str, partitioned: bool = True) -> dict[str, Any]:
+    """Catalog arguments shared by the DuckDB-backed assets: kinds, owners, a ``layer`` tag,
+    the column schema from the pandera contract and, when partitioned, the I/O manager's
+    ``partition_expr``."""
+    metadata: dict[str, Any] = {"dagster/column_schema": column_schema(schema)}
+    if partitioned:
+        metadata["partition_expr"] = PARTITION_EXPR
+    return {
+        "kinds": {"pandas", "duckdb"},
+        "owners": OWNERS,
+        "tags": {"layer": layer},
+        "metadata": metadata,
+    }
+
+
+def rounded(figures: dict[str, Any], digits: int = 4) -> dict[str, Any]:
+    """Metadata figures rounded for people (floats to ``digits`` significant decimals)."""
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in figures.items()}

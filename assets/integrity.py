@@ -6,7 +6,7 @@ import pandas as pd
 from dagster import AssetCheckSpec, AssetExecutionContext, Output, asset, define_asset_job
 from dagster_pandera import pandera_schema_to_dagster_type
 
-from assets.common import check_result
+from assets.common import check_result, table_asset
 from fbe_pipeline import schemas
 from fbe_pipeline.checks import CheckOutcome
 from fbe_pipeline.integrity import IntegrityReport, verify_store
@@ -43,6 +43,7 @@ def report_frame(report: IntegrityReport, checked_at: pd.Timestamp) -> pd.DataFr
 
 @asset(
     dagster_type=pandera_schema_to_dagster_type(schemas.RAW_INTEGRITY),
+    **table_asset(schemas.RAW_INTEGRITY, "integrity", partitioned=False),
     check_specs=[
         AssetCheckSpec(name, asset="raw_integrity", description=_DESCRIPTIONS[name])
         for name in _CHECKS

@@ -7,8 +7,8 @@ import pandas as pd
 from dagster import AssetCheckSpec, AssetExecutionContext, Failure, MetadataValue, Output, asset
 from dagster_pandera import pandera_schema_to_dagster_type
 
-from assets.common import check_result, partition
-from assets.partitions import PARTITION_EXPR, day_symbol_partitions
+from assets.common import check_result, partition, table_asset
+from assets.partitions import day_symbol_partitions
 from fbe_pipeline import schemas
 from fbe_pipeline.checks import check_raw_objects, check_ticks_in_session, clock_drift
 from fbe_pipeline.expectations import validate
@@ -20,7 +20,7 @@ from resources.fbe import RawStoreResource
 @asset(
     partitions_def=day_symbol_partitions,
     dagster_type=pandera_schema_to_dagster_type(schemas.RAW_TICKS),
-    metadata={"partition_expr": PARTITION_EXPR},
+    **table_asset(schemas.RAW_TICKS, "ingest"),
     check_specs=[
         AssetCheckSpec(
             "raw_objects_verified",
@@ -29,9 +29,26 @@ from resources.fbe import RawStoreResource
             description="Every raw object of the partition matches its manifest entry (size, "
             "SHA-256, first version) and none is missing from the manifest.",
         ),
-        AssetCheckSpec("ticks_within_session", asset="raw_ticks", blocking=True),
-        AssetCheckSpec("raw_ticks_expectations", asset="raw_ticks", blocking=True),
-        AssetCheckSpec("clock_drift", asset="raw_ticks"),
+        AssetCheckSpec(
+            "ticks_within_session",
+            asset="raw_ticks",
+            blocking=True,
+            description="Every kept tick lies inside the instrument's session [open, close).",
+        ),
+        AssetCheckSpec(
+            "raw_ticks_expectations",
+            asset="raw_ticks",
+            blocking=True,
+            description=(
+                "Great Expectations suite on raw_ticks: prices > 0 and finite, sizes >= 0, valid "
+                "sides, ordered times."
+            ),
+        ),
+        AssetCheckSpec(
+            "clock_drift",
+            asset="raw_ticks",
+            description="Monitor: receive minus event time above 100 ms (p50, p99, max, count).",
+        ),
     ],
     group_name="ingest",
 )

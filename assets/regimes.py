@@ -4,8 +4,8 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Output, asset
 from dagster_pandera import pandera_schema_to_dagster_type
 
-from assets.common import from_store, partition
-from assets.partitions import PARTITION_EXPR, REGIME_DAYS, day_symbol_partitions, lookback
+from assets.common import from_store, partition, table_asset
+from assets.partitions import REGIME_DAYS, day_symbol_partitions, lookback
 from fbe_pipeline import schemas
 from fbe_pipeline.pipeline import session_regimes
 
@@ -14,7 +14,7 @@ from fbe_pipeline.pipeline import session_regimes
     partitions_def=day_symbol_partitions,
     ins={"features": AssetIn(partition_mapping=lookback(REGIME_DAYS))},
     dagster_type=pandera_schema_to_dagster_type(schemas.REGIME_TAGS),
-    metadata={"partition_expr": PARTITION_EXPR},
+    **table_asset(schemas.REGIME_TAGS, "signals"),
     group_name="signals",
 )
 def regime_tags(context: AssetExecutionContext, features: pd.DataFrame) -> Output[pd.DataFrame]:

@@ -6,8 +6,8 @@ import pandas as pd
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetIn, Output, asset
 from dagster_pandera import pandera_schema_to_dagster_type
 
-from assets.common import check_result, from_store, partition
-from assets.partitions import PARTITION_EXPR, WARMUP_DAYS, day_symbol_partitions, lookback
+from assets.common import check_result, from_store, partition, table_asset
+from assets.partitions import WARMUP_DAYS, day_symbol_partitions, lookback
 from fbe_pipeline import schemas
 from fbe_pipeline.checks import check_prefix_invariance, check_signal_timing, sample_cut_times
 from fbe_pipeline.pipeline import (
@@ -23,8 +23,18 @@ from resources.fbe import RawStoreResource, ScoringConfigResource
     partitions_def=day_symbol_partitions,
     ins={"bars_1m": AssetIn(partition_mapping=lookback(WARMUP_DAYS))},
     dagster_type=pandera_schema_to_dagster_type(schemas.FEATURES),
-    metadata={"partition_expr": PARTITION_EXPR},
-    check_specs=[AssetCheckSpec("features_prefix_invariance", asset="features", blocking=True)],
+    **table_asset(schemas.FEATURES, "signals"),
+    check_specs=[
+        AssetCheckSpec(
+            "features_prefix_invariance",
+            asset="features",
+            blocking=True,
+            description=(
+                "No look-ahead: features recomputed on data truncated at sampled bars equal the "
+                "full run's."
+            ),
+        )
+    ],
     group_name="signals",
 )
 def features(
@@ -55,8 +65,17 @@ def features(
 @asset(
     partitions_def=day_symbol_partitions,
     dagster_type=pandera_schema_to_dagster_type(schemas.SCORES),
-    metadata={"partition_expr": PARTITION_EXPR},
-    check_specs=[AssetCheckSpec("scores_prefix_invariance", asset="scores", blocking=True)],
+    **table_asset(schemas.SCORES, "signals"),
+    check_specs=[
+        AssetCheckSpec(
+            "scores_prefix_invariance",
+            asset="scores",
+            blocking=True,
+            description=(
+                "No look-ahead: scores recomputed on truncated features equal the full run's."
+            ),
+        )
+    ],
     group_name="signals",
 )
 def scores(
@@ -68,7 +87,10 @@ def scores(
     out = session_scores(feats, config)
     yield Output(
         out,
-        metadata={"config_version": config.version, "max_score": float(out["score"].max() or 0)},
+        metadata={
+            "config_version": config.version,
+            "max_score": round(float(out["score"].max() or 0), 2),
+        },
     )
     cuts = sample_cut_times(out["ts"])
     yield check_result(
@@ -80,10 +102,22 @@ def scores(
 @asset(
     partitions_def=day_symbol_partitions,
     dagster_type=pandera_schema_to_dagster_type(schemas.SIGNALS),
-    metadata={"partition_expr": PARTITION_EXPR},
+    **table_asset(schemas.SIGNALS, "signals"),
     check_specs=[
-        AssetCheckSpec("signals_prefix_invariance", asset="signals", blocking=True),
-        AssetCheckSpec("decision_after_bar_close", asset="signals", blocking=True),
+        AssetCheckSpec(
+            "signals_prefix_invariance",
+            asset="signals",
+            blocking=True,
+            description=(
+                "No look-ahead: signals recomputed on truncated scores equal the full run's."
+            ),
+        ),
+        AssetCheckSpec(
+            "decision_after_bar_close",
+            asset="signals",
+            blocking=True,
+            description="Every signal's decision_time is at or after its bar's close.",
+        ),
     ],
     group_name="signals",
 )

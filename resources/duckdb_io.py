@@ -61,7 +61,7 @@ class ContractTypeHandler(DuckDBPandasTypeHandler):
                 f"insert into {table_slice.schema}.{table_slice.table} ({names}) "
                 f"select {names} from obj"
             )
-        context.add_output_metadata({"rows": len(obj)})
+        context.add_output_metadata({"dagster/row_count": len(obj)})
 
     def load_input(
         self, context: InputContext, table_slice: TableSlice, connection: Any

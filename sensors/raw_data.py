@@ -6,12 +6,10 @@ from datetime import date
 from dagster import RunRequest, SensorEvaluationContext, SensorResult, define_asset_job, sensor
 
 from assets import PIPELINE_ASSETS
-from assets.partitions import day_symbol_partitions, partition_key
+from assets.partitions import partition_key
 from resources.fbe import RawStoreResource
 
-pipeline_job = define_asset_job(
-    "fbe_pipeline_job", selection=PIPELINE_ASSETS, partitions_def=day_symbol_partitions
-)
+pipeline_job = define_asset_job("fbe_pipeline_job", selection=PIPELINE_ASSETS)
 
 
 @sensor(job=pipeline_job, minimum_interval_seconds=60)

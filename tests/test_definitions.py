@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import date
+from pathlib import Path
 
 import pytest
 from dagster import (
@@ -121,3 +125,37 @@ def test_domain_core_has_no_dagster_import(module: str) -> None:
         and re.search(r"^\s*(import|from)\s+dagster", p.read_text(), re.M)
     ]
     assert offenders == []
+
+
+def test_every_table_asset_carries_kinds_owner_and_its_contract_columns() -> None:
+    from fbe_pipeline.schemas import ALL
+
+    graph = defs.resolve_asset_graph()
+    for node in graph.asset_nodes:
+        name = node.key.to_user_string()
+        assert node.kinds >= {"pandas", "duckdb"}, name
+        assert node.owners == ["team:fbe-quant-data"], name
+        columns = node.metadata["dagster/column_schema"].columns
+        assert [c.name for c in columns] == list(ALL[name].columns), name
+    bars = graph.get(AssetKey("bars_1m")).metadata["dagster/column_schema"]
+    [open_col] = [c for c in bars.columns if c.name == "open"]
+    assert (open_col.type, open_col.constraints.other) == ("float64", ["greater_than(0)"])
+
+
+def test_every_asset_check_has_a_description() -> None:
+    specs = [spec for asset in defs.assets or [] for spec in getattr(asset, "check_specs", [])]
+    assert len(specs) >= 19
+    assert [s.name for s in specs if not s.description] == []
+
+
+def test_loading_the_code_location_prints_no_warning(tmp_path: Path) -> None:
+    env = {**os.environ, "FBE_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", "import fbe_pipeline.definitions"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "Warning" not in done.stderr, done.stderr[-2000:]
