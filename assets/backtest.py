@@ -23,6 +23,7 @@ from resources.fbe import RawStoreResource, ScoringConfigResource
         AssetCheckSpec(
             "entry_after_decision",
             asset="backtest_trades",
+            partitions_def=day_symbol_partitions,
             blocking=True,
             description="Every backtest entry is strictly after its signal's decision time.",
         )

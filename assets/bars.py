@@ -29,6 +29,7 @@ from resources.fbe import RawStoreResource
         AssetCheckSpec(
             "ohlc_invariants",
             asset="bars_1m",
+            partitions_def=day_symbol_partitions,
             blocking=True,
             description=(
                 "low <= open, close <= high; prices > 0; volume >= 0; buy + sell <= volume; low "
@@ -38,6 +39,7 @@ from resources.fbe import RawStoreResource
         AssetCheckSpec(
             "bar_times_strictly_ordered_unique",
             asset="bars_1m",
+            partitions_def=day_symbol_partitions,
             blocking=True,
             description=(
                 "Bar open times strictly increasing, unique, on the minute, inside the session."
@@ -46,17 +48,20 @@ from resources.fbe import RawStoreResource
         AssetCheckSpec(
             "bars_expectations",
             asset="bars_1m",
+            partitions_def=day_symbol_partitions,
             blocking=True,
             description="Great Expectations suite on bars_1m.",
         ),
         AssetCheckSpec(
             "gap_report",
             asset="bars_1m",
+            partitions_def=day_symbol_partitions,
             description="Monitor: gaps longer than 2 minutes that stay gaps.",
         ),
         AssetCheckSpec(
             "vendor_reference_match",
             asset="bars_1m",
+            partitions_def=day_symbol_partitions,
             description=(
                 "Monitor: share of regular-session bars equal to the vendor's minute bars "
                 "(volume, OHLC)."

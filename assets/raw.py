@@ -25,6 +25,7 @@ from resources.fbe import RawStoreResource
         AssetCheckSpec(
             "raw_objects_verified",
             asset="raw_ticks",
+            partitions_def=day_symbol_partitions,
             blocking=True,
             description="Every raw object of the partition matches its manifest entry (size, "
             "SHA-256, first version) and none is missing from the manifest.",
@@ -32,12 +33,14 @@ from resources.fbe import RawStoreResource
         AssetCheckSpec(
             "ticks_within_session",
             asset="raw_ticks",
+            partitions_def=day_symbol_partitions,
             blocking=True,
             description="Every kept tick lies inside the instrument's session [open, close).",
         ),
         AssetCheckSpec(
             "raw_ticks_expectations",
             asset="raw_ticks",
+            partitions_def=day_symbol_partitions,
             blocking=True,
             description=(
                 "Great Expectations suite on raw_ticks: prices > 0 and finite, sizes >= 0, valid "
@@ -47,6 +50,7 @@ from resources.fbe import RawStoreResource
         AssetCheckSpec(
             "clock_drift",
             asset="raw_ticks",
+            partitions_def=day_symbol_partitions,
             description="Monitor: receive minus event time above 100 ms (p50, p99, max, count).",
         ),
     ],

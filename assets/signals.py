@@ -28,6 +28,7 @@ from resources.fbe import RawStoreResource, ScoringConfigResource
         AssetCheckSpec(
             "features_prefix_invariance",
             asset="features",
+            partitions_def=day_symbol_partitions,
             blocking=True,
             description=(
                 "No look-ahead: features recomputed on data truncated at sampled bars equal the "
@@ -70,6 +71,7 @@ def features(
         AssetCheckSpec(
             "scores_prefix_invariance",
             asset="scores",
+            partitions_def=day_symbol_partitions,
             blocking=True,
             description=(
                 "No look-ahead: scores recomputed on truncated features equal the full run's."
@@ -107,6 +109,7 @@ def scores(
         AssetCheckSpec(
             "signals_prefix_invariance",
             asset="signals",
+            partitions_def=day_symbol_partitions,
             blocking=True,
             description=(
                 "No look-ahead: signals recomputed on truncated scores equal the full run's."
@@ -115,6 +118,7 @@ def scores(
         AssetCheckSpec(
             "decision_after_bar_close",
             asset="signals",
+            partitions_def=day_symbol_partitions,
             blocking=True,
             description="Every signal's decision_time is at or after its bar's close.",
         ),
