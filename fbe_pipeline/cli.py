@@ -259,11 +259,52 @@ def demo() -> None:
 
 
 def main() -> None:
-    """Entry point with logging configured and Dagster's beta-API warnings silenced."""
+    """Entry point with logging configured, Dagster's beta-API warnings silenced, and SIGTERM
+    and SIGINT (Ctrl-C) stopping the whole command.
+
+    SIGTERM raises ``KeyboardInterrupt`` like Ctrl-C, so cleanup runs. While Dagster executes a
+    run in process it takes both signals over and only fails that run
+    (``DagsterExecutionInterruptedError``); ``fbe materialize`` would then go on with the next
+    partition. The signal still reaches the wakeup fd, so a watcher thread delivers it to the
+    main thread again as soon as Dagster has handed the handler back, and repeats that every
+    2 s until the process ends (an interrupt that lands in a GC callback is dropped by Python).
+    """
+    import _thread
+    import signal
+    import threading
+    import time
+
     logging.basicConfig(level=os.environ.get("FBE_LOG_LEVEL", "WARNING"))
     # MultiPartitionMapping and dagster-pandera are marked beta; the warnings are not actionable
     # for a CLI user and would bury the progress display.
     warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
+
+    last_raise = [float("-inf")]
+
+    def interrupt(signum: int, frame: object) -> None:
+        # A re-delivery racing the first interrupt is dropped; a later Ctrl-C interrupts again.
+        if time.monotonic() - last_raise[0] < 1.0:
+            return
+        last_raise[0] = time.monotonic()
+        raise KeyboardInterrupt
+
+    def watch(read_fd: int) -> None:
+        while not {signal.SIGINT, signal.SIGTERM} & set(os.read(read_fd, 64)):
+            pass
+        while True:
+            if (
+                signal.getsignal(signal.SIGINT) is interrupt
+                and time.monotonic() - last_raise[0] > 2.0
+            ):
+                _thread.interrupt_main(signal.SIGINT)
+            time.sleep(0.05)
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=watch, args=(read_fd,), name="fbe-signals", daemon=True).start()
     app()
 
 
