@@ -91,7 +91,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 def _text_column(raw: pd.DataFrame, column: str) -> npt.NDArray[np.object_] | str:
     if column not in raw:
         return ""
-    return np.asarray(raw[column].fillna("").astype(str).to_numpy(), dtype=object)
+    # via object: a categorical column (Parquet dictionary) cannot take a new "" category
+    values = raw[column].astype(object)
+    return np.asarray(values.where(values.notna(), "").astype(str).to_numpy(), dtype=object)
 
 
 def read_generic_trades(path: Path | str, symbol: str, fmt: str) -> pd.DataFrame:

@@ -66,7 +66,9 @@ def _us_to_ns(raw: pd.DataFrame, column: str, name: str) -> npt.NDArray[np.int64
 
 
 def _text(raw: pd.DataFrame, column: str) -> npt.NDArray[np.object_]:
-    return np.asarray(raw[column].fillna("").astype(str).to_numpy(), dtype=object)
+    # via object: a categorical column (Parquet dictionary) cannot take a new "" category
+    values = raw[column].astype(object)
+    return np.asarray(values.where(values.notna(), "").astype(str).to_numpy(), dtype=object)
 
 
 def read_tardis_trades(path: Path | str, symbol: str) -> pd.DataFrame:
