@@ -1,7 +1,9 @@
-"""Helpers shared by the asset modules: context to domain arguments, check results."""
+"""Helpers shared by the asset modules: one instrument's lane of assets, context to domain
+arguments, check results, catalog metadata."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -9,23 +11,85 @@ import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
+    AssetIn,
+    AssetKey,
     MetadataValue,
     TableColumn,
     TableColumnConstraints,
     TableSchema,
+    TimeWindowPartitionsDefinition,
 )
+from dagster_pandera import pandera_schema_to_dagster_type
 from pandera.api.pandas.container import DataFrameSchema
 
-from assets.partitions import PARTITION_EXPR, split_key
+from assets.partitions import lookback
 from fbe_pipeline.checks import CheckOutcome
 from fbe_pipeline.instruments import Instrument, get_instrument
+
+OWNERS = ["team:fbe-quant-data"]
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One instrument's assets: keys ``[<symbol>, <table>]`` in group ``<symbol>``,
+    partitioned by the instrument's sessions.
+
+    Attributes
+    ----------
+    instrument : Instrument
+        The instrument.
+    partitions_def : TimeWindowPartitionsDefinition
+        Its sessions (:func:`assets.partitions.session_partitions`).
+    """
+
+    instrument: Instrument
+    partitions_def: TimeWindowPartitionsDefinition
+
+    @property
+    def symbol(self) -> str:
+        """The instrument's symbol, the key prefix and group of its assets."""
+        return self.instrument.symbol
+
+    def key(self, table: str) -> AssetKey:
+        """The asset key of one of this lane's tables."""
+        return AssetKey([self.symbol, table])
+
+    def upstream(self, table: str, sessions: int = 0) -> AssetIn:
+        """An input reading ``table`` of this lane: the same session, or with ``sessions`` > 0
+        the look-back window of that many earlier sessions too."""
+        mapping = lookback(sessions) if sessions else None
+        return AssetIn(key=self.key(table), partition_mapping=mapping)
+
+    def check(
+        self, name: str, table: str, description: str, blocking: bool = False
+    ) -> AssetCheckSpec:
+        """A per-partition check on ``table`` (blocking: a failure stops downstream assets)."""
+        return AssetCheckSpec(
+            name,
+            asset=self.key(table),
+            partitions_def=self.partitions_def,
+            blocking=blocking,
+            description=description,
+        )
+
+    def asset_args(self, table: str, schema: DataFrameSchema, layer: str) -> dict[str, Any]:
+        """``@asset`` arguments of a table: name, key prefix, group, partitions, the pandera
+        contract as Dagster type and column schema, kinds, owners and a ``layer`` tag."""
+        return {
+            "name": table,
+            "key_prefix": [self.symbol],
+            "group_name": self.symbol,
+            "partitions_def": self.partitions_def,
+            "dagster_type": pandera_schema_to_dagster_type(schema),
+            **table_asset(schema, layer),
+        }
 
 
 def partition(context: AssetExecutionContext) -> tuple[date, Instrument]:
     """The trading date and instrument of the partition being materialized."""
-    day, symbol = split_key(context.partition_key)
-    return day, get_instrument(symbol)
+    return date.fromisoformat(context.partition_key), get_instrument(context.asset_key.path[0])
 
 
 def _meta(value: object) -> Any:
@@ -58,9 +122,6 @@ def from_store(frame: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("ts").reset_index(drop=True) if "ts" in out else out
 
 
-OWNERS = ["team:fbe-quant-data"]
-
-
 def column_schema(schema: DataFrameSchema) -> TableSchema:
     """The Dagster table schema of a pandera contract: each column's dtype, nullability and
     checks (e.g. ``greater_than(0)``), so the catalog shows what the contract enforces."""
@@ -83,18 +144,14 @@ def column_schema(schema: DataFrameSchema) -> TableSchema:
     )
 
 
-def table_asset(schema: DataFrameSchema, layer: str, partitioned: bool = True) -> dict[str, Any]:
-    """Catalog arguments shared by the DuckDB-backed assets: kinds, owners, a ``layer`` tag,
-    the column schema from the pandera contract and, when partitioned, the I/O manager's
-    ``partition_expr``."""
-    metadata: dict[str, Any] = {"dagster/column_schema": column_schema(schema)}
-    if partitioned:
-        metadata["partition_expr"] = PARTITION_EXPR
+def table_asset(schema: DataFrameSchema, layer: str) -> dict[str, Any]:
+    """Catalog arguments shared by the DuckDB-backed assets: kinds, owners, a ``layer`` tag
+    and the column schema from the pandera contract."""
     return {
         "kinds": {"pandas", "duckdb"},
         "owners": OWNERS,
         "tags": {"layer": layer},
-        "metadata": metadata,
+        "metadata": {"dagster/column_schema": column_schema(schema)},
     }
 
 

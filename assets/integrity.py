@@ -43,7 +43,7 @@ def report_frame(report: IntegrityReport, checked_at: pd.Timestamp) -> pd.DataFr
 
 @asset(
     dagster_type=pandera_schema_to_dagster_type(schemas.RAW_INTEGRITY),
-    **table_asset(schemas.RAW_INTEGRITY, "integrity", partitioned=False),
+    **table_asset(schemas.RAW_INTEGRITY, "integrity"),
     check_specs=[
         AssetCheckSpec(name, asset="raw_integrity", description=_DESCRIPTIONS[name])
         for name in _CHECKS

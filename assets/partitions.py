@@ -1,65 +1,86 @@
-"""Partitions: trading day x symbol, and the look-back mappings (never a later partition)."""
+"""Partitions that are sessions: per instrument, one partition per trading day of its exchange
+calendar, and look-backs counted in sessions (never a later partition).
+
+Each instrument's assets carry their own ``TimeWindowPartitionsDefinition``: daily keys
+``YYYY-MM-DD`` (the exchange-local trading date of SPEC §1), with every day on which the
+calendar has no session excluded, from the first to the last trading date holding raw ticks.
+So the UI's "missing" means "a session with raw data and no results", and an offset of ``-k``
+in a ``TimeWindowPartitionMapping`` reaches exactly the ``k`` previous sessions.
+"""
 
 from __future__ import annotations
 
-import os
-from datetime import date
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from dagster import (
-    DailyPartitionsDefinition,
-    DimensionPartitionMapping,
-    IdentityPartitionMapping,
-    MultiPartitionKey,
-    MultiPartitionMapping,
-    MultiPartitionsDefinition,
-    StaticPartitionsDefinition,
-    TimeWindowPartitionMapping,
-)
+import pandas as pd
+from dagster import TimeWindowPartitionMapping, TimeWindowPartitionsDefinition
 
-from fbe_pipeline.instruments import load_instruments
+from fbe_pipeline.instruments import Instrument
+from fbe_pipeline.sessions import session_table
 
-PARTITIONS_START = os.environ.get("FBE_PARTITIONS_START", "2013-01-01")
+# Look-backs in sessions: features warm up on the previous session; the regime percentile and
+# the walk-forward summary's in-sample period use the trailing 20 sessions (SPEC §3).
+WARMUP_SESSIONS = 1
+REGIME_SESSIONS = 20
+SUMMARY_SESSIONS = 20
 
-# Calendar-day look-backs: 4 days reach the previous session across a weekend plus a holiday;
-# 31 days hold the trailing 20 sessions of the regime percentile.
-WARMUP_DAYS = 4
-REGIME_DAYS = 31
-SUMMARY_DAYS = 31
-
-date_partitions = DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1)
-symbol_partitions = StaticPartitionsDefinition(sorted(load_instruments()))
-day_symbol_partitions = MultiPartitionsDefinition(
-    {"date": date_partitions, "symbol": symbol_partitions}
-)
+PARTITION_FMT = "%Y-%m-%d"
 
 
-def lookback(days: int) -> MultiPartitionMapping:
-    """Same symbol, trading days ``[d - days, d]``: the current and earlier partitions only."""
-    return MultiPartitionMapping(
-        {
-            "date": DimensionPartitionMapping(
-                "date",
-                TimeWindowPartitionMapping(
-                    start_offset=-days, end_offset=0, allow_nonexistent_upstream_partitions=True
-                ),
-            ),
-            "symbol": DimensionPartitionMapping("symbol", IdentityPartitionMapping()),
-        }
+def session_partitions(
+    instrument: Instrument, first: date, last: date
+) -> TimeWindowPartitionsDefinition:
+    """Daily partitions of ``instrument``'s sessions with trading dates in ``[first, last]``.
+
+    Parameters
+    ----------
+    instrument : Instrument
+        Its exchange calendar decides which days are sessions.
+    first, last : datetime.date
+        First and last trading date (inclusive), e.g. of the raw ticks in the store.
+
+    Returns
+    -------
+    TimeWindowPartitionsDefinition
+        Keys ``YYYY-MM-DD``; weekdays (and weekends) without a session are exclusions.
+
+    Raises
+    ------
+    ValueError
+        If ``last`` is before ``first``.
+    """
+    if last < first:
+        raise ValueError(f"{instrument.symbol}: last trading date {last} before first {first}")
+    sessions = set(session_table(instrument, first, last)["trading_date"].dt.date)
+    days = pd.date_range(first, last, freq="D").date
+    closed = [d for d in days if d not in sessions]
+    weekend_sessions = any(d.weekday() >= 5 for d in sessions)
+    exclusions: list[str | datetime] = [] if weekend_sessions else ["0 0 * * 6", "0 0 * * 0"]
+    zone = ZoneInfo(instrument.tz)
+    exclusions += [
+        datetime(d.year, d.month, d.day, tzinfo=zone)
+        for d in closed
+        if weekend_sessions or d.weekday() < 5
+    ]
+    return TimeWindowPartitionsDefinition(
+        start=first.strftime(PARTITION_FMT),
+        end=(last + timedelta(days=1)).strftime(PARTITION_FMT),
+        fmt=PARTITION_FMT,
+        cron_schedule="0 0 * * *",
+        timezone=instrument.tz,
+        exclusions=exclusions or None,
     )
 
 
-def partition_key(trading_date: date, symbol: str) -> MultiPartitionKey:
-    """The partition key of a trading date and symbol."""
-    return MultiPartitionKey({"date": trading_date.isoformat(), "symbol": symbol})
+def lookback(sessions: int) -> TimeWindowPartitionMapping:
+    """This session and the ``sessions`` sessions before it: the current and earlier
+    partitions only (``end_offset=0``)."""
+    return TimeWindowPartitionMapping(
+        start_offset=-sessions, end_offset=0, allow_nonexistent_upstream_partitions=True
+    )
 
 
-def split_key(key: str | MultiPartitionKey) -> tuple[date, str]:
-    """``(trading_date, symbol)`` of a partition key such as ``2013-10-07|SPY``."""
-    if isinstance(key, MultiPartitionKey):
-        dims = key.keys_by_dimension
-        return date.fromisoformat(dims["date"]), dims["symbol"]
-    day, symbol = str(key).split("|")
-    return date.fromisoformat(day), symbol
-
-
-PARTITION_EXPR = {"date": "trading_date", "symbol": "symbol"}
+def partition_key(trading_date: date) -> str:
+    """The partition key of a trading date (``YYYY-MM-DD``)."""
+    return trading_date.isoformat()

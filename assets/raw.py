@@ -1,14 +1,12 @@
-"""``raw_ticks``: one partition's session ticks from the immutable raw store."""
+"""``raw_ticks``: one session's ticks from the immutable raw store, verified before use."""
 
 from collections.abc import Iterator
 from dataclasses import asdict
 
 import pandas as pd
-from dagster import AssetCheckSpec, AssetExecutionContext, Failure, MetadataValue, Output, asset
-from dagster_pandera import pandera_schema_to_dagster_type
+from dagster import AssetExecutionContext, AssetsDefinition, Failure, MetadataValue, Output, asset
 
-from assets.common import check_result, partition, table_asset
-from assets.partitions import day_symbol_partitions
+from assets.common import Lane, check_result, partition
 from fbe_pipeline import schemas
 from fbe_pipeline.checks import check_raw_objects, check_ticks_in_session, clock_drift
 from fbe_pipeline.expectations import validate
@@ -17,76 +15,73 @@ from fbe_pipeline.pipeline import data_version, prepare_raw_ticks, session_bound
 from resources.fbe import RawStoreResource
 
 
-@asset(
-    partitions_def=day_symbol_partitions,
-    dagster_type=pandera_schema_to_dagster_type(schemas.RAW_TICKS),
-    **table_asset(schemas.RAW_TICKS, "ingest"),
-    check_specs=[
-        AssetCheckSpec(
-            "raw_objects_verified",
-            asset="raw_ticks",
-            partitions_def=day_symbol_partitions,
-            blocking=True,
-            description="Every raw object of the partition matches its manifest entry (size, "
-            "SHA-256, first version) and none is missing from the manifest.",
-        ),
-        AssetCheckSpec(
-            "ticks_within_session",
-            asset="raw_ticks",
-            partitions_def=day_symbol_partitions,
-            blocking=True,
-            description="Every kept tick lies inside the instrument's session [open, close).",
-        ),
-        AssetCheckSpec(
-            "raw_ticks_expectations",
-            asset="raw_ticks",
-            partitions_def=day_symbol_partitions,
-            blocking=True,
-            description=(
-                "Great Expectations suite on raw_ticks: prices > 0 and finite, sizes >= 0, valid "
-                "sides, ordered times."
-            ),
-        ),
-        AssetCheckSpec(
-            "clock_drift",
-            asset="raw_ticks",
-            partitions_def=day_symbol_partitions,
-            description="Monitor: receive minus event time above 100 ms (p50, p99, max, count).",
-        ),
-    ],
-    group_name="ingest",
-)
-def raw_ticks(context: AssetExecutionContext, raw_store: RawStoreResource) -> Iterator[object]:
-    """Session ticks of one trading day and symbol, read from the write-once raw objects, with
-    the aggressor side resolved (source, Lee-Ready, or tick rule) and clock drift in ms.
+def build_raw_ticks(lane: Lane) -> AssetsDefinition:
+    """The ``raw_ticks`` asset of one instrument, with its blocking raw checks."""
 
-    The raw objects are verified first: when one differs from its manifest entry, is missing
-    from it, or the partition has no tick object left, the ``raw_objects_verified`` check fails
-    and the step fails, so nothing of this partition is materialized from untrusted bytes."""
-    day, instrument = partition(context)
-    store = raw_store.get_store()
-    symbol = instrument.symbol
-    findings = verify_partition(store, symbol, day)
-    verified = check_raw_objects(findings, symbol, day)
-    if findings:
-        yield check_result("raw_objects_verified", verified)
-        raise Failure(
-            description=f"raw data of {symbol} {day} refused: {verified.metadata['summary']}",
-            metadata={"objects": MetadataValue.json([asdict(f) for f in findings[:50]])},
-        )
-    ticks, counts = prepare_raw_ticks(store, instrument, day)
-    open_ns, close_ns = session_bounds(instrument, day)
-    yield Output(
-        ticks,
-        metadata={
-            **counts,
-            "data_version": data_version(store, instrument.symbol, day),
-            "side_methods": ticks["side_method"].value_counts().to_dict(),
-            "session_open": str(pd.Timestamp(open_ns, tz="UTC")),
-            "session_close": str(pd.Timestamp(close_ns, tz="UTC")),
-        },
+    @asset(
+        **lane.asset_args("raw_ticks", schemas.RAW_TICKS, "ingest"),
+        check_specs=[
+            lane.check(
+                "raw_objects_verified",
+                "raw_ticks",
+                "Every raw object of the session matches its manifest entry (size, SHA-256, "
+                "first version) and none is missing from the manifest.",
+                blocking=True,
+            ),
+            lane.check(
+                "ticks_within_session",
+                "raw_ticks",
+                "Every kept tick lies inside the instrument's session [open, close).",
+                blocking=True,
+            ),
+            lane.check(
+                "raw_ticks_expectations",
+                "raw_ticks",
+                "Great Expectations suite on raw_ticks: prices > 0 and finite, sizes >= 0, "
+                "valid sides, ordered times.",
+                blocking=True,
+            ),
+            lane.check(
+                "clock_drift",
+                "raw_ticks",
+                "Monitor: receive minus event time above 100 ms (p50, p99, max, count).",
+            ),
+        ],
     )
-    yield check_result("raw_objects_verified", verified)
-    yield check_result("ticks_within_session", check_ticks_in_session(ticks, open_ns, close_ns))
-    yield check_result("raw_ticks_expectations", validate(ticks, "raw_ticks"))
-    yield check_result("clock_drift", clock_drift(ticks), warn=True)
+    def raw_ticks(context: AssetExecutionContext, raw_store: RawStoreResource) -> Iterator[object]:
+        """Session ticks of one trading day, read from the write-once raw objects, with the
+        aggressor side resolved (source, Lee-Ready, or tick rule) and clock drift in ms.
+
+        The raw objects are verified first: when one differs from its manifest entry, is
+        missing from it, or the session has no tick object left, the ``raw_objects_verified``
+        check fails and the step fails, so nothing of this session is materialized from
+        untrusted bytes."""
+        day, instrument = partition(context)
+        store = raw_store.get_store()
+        symbol = instrument.symbol
+        findings = verify_partition(store, symbol, day)
+        verified = check_raw_objects(findings, symbol, day)
+        if findings:
+            yield check_result("raw_objects_verified", verified)
+            raise Failure(
+                description=f"raw data of {symbol} {day} refused: {verified.metadata['summary']}",
+                metadata={"objects": MetadataValue.json([asdict(f) for f in findings[:50]])},
+            )
+        ticks, counts = prepare_raw_ticks(store, instrument, day)
+        open_ns, close_ns = session_bounds(instrument, day)
+        yield Output(
+            ticks,
+            metadata={
+                **counts,
+                "data_version": data_version(store, symbol, day),
+                "side_methods": ticks["side_method"].value_counts().to_dict(),
+                "session_open": str(pd.Timestamp(open_ns, tz="UTC")),
+                "session_close": str(pd.Timestamp(close_ns, tz="UTC")),
+            },
+        )
+        yield check_result("raw_objects_verified", verified)
+        yield check_result("ticks_within_session", check_ticks_in_session(ticks, open_ns, close_ns))
+        yield check_result("raw_ticks_expectations", validate(ticks, "raw_ticks"))
+        yield check_result("clock_drift", clock_drift(ticks), warn=True)
+
+    return raw_ticks

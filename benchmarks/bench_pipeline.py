@@ -60,7 +60,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 
@@ -84,13 +84,14 @@ class Stopwatch:
         return sum(self.seconds.values())
 
 
-def window(frames: dict[date, Any], day: date, days: int) -> Any:
-    """Concatenate the in-memory frames of ``[day - days, day]``, the partitions a Dagster
-    look-back mapping of ``days`` hands an asset (the DuckDB I/O manager returns them as one
-    frame)."""
+def window(frames: dict[date, Any], day: date, sessions: int) -> Any:
+    """Concatenate the in-memory frames of ``day`` and the ``sessions`` sessions before it
+    (the partitions a Dagster look-back of ``sessions`` hands an asset; the DuckDB I/O
+    manager returns them as one frame). ``frames`` holds sessions only."""
     import pandas as pd
 
-    parts = [f for d, f in sorted(frames.items()) if day - timedelta(days=days) <= d <= day]
+    earlier = [d for d in sorted(frames) if d <= day][-(sessions + 1) :]
+    parts = [frames[d] for d in earlier]
     non_empty = [f for f in parts if len(f)]
     if not non_empty:
         return parts[-1]
@@ -112,7 +113,7 @@ def compute_all(
         ``(symbol, "YYYY-MM-DD")`` the ticks, bars, signals, trades and PnL, to compare with
         what the Dagster run wrote to DuckDB.
     """
-    from assets.partitions import REGIME_DAYS, SUMMARY_DAYS, WARMUP_DAYS
+    from assets.partitions import REGIME_SESSIONS, SUMMARY_SESSIONS, WARMUP_SESSIONS
     from fbe_pipeline import checks, schemas
     from fbe_pipeline.backtest import trade_metrics
     from fbe_pipeline.config import ScoringConfig
@@ -199,7 +200,7 @@ def compute_all(
 
         with watch("features"):
             books = store.read_partition("books", symbol, day)
-            win = warmup_window(window(mem["bars"], day, WARMUP_DAYS), day)
+            win = warmup_window(window(mem["bars"], day, WARMUP_SESSIONS), day)
             feats = session_features(win, day, books)
         with watch("features checks"):
             ok = gate(
@@ -259,7 +260,9 @@ def compute_all(
             continue
 
         with watch("regime_tags"):
-            regimes = session_regimes(window(mem["features"], day, REGIME_DAYS), instrument, day)
+            regimes = session_regimes(
+                window(mem["features"], day, REGIME_SESSIONS), instrument, day
+            )
         typed(schemas.REGIME_TAGS, regimes)
 
         with watch("backtest_trades"):
@@ -277,7 +280,7 @@ def compute_all(
         with watch("backtest_summary"):
             version = data_version(store, symbol, day)
             summary = session_summary(
-                window(mem["trades"], day, SUMMARY_DAYS), symbol, day, config, version
+                window(mem["trades"], day, SUMMARY_SESSIONS), symbol, day, config, version
             )
         typed(schemas.BACKTEST_SUMMARY, summary)
         produced[(symbol, day.isoformat())] = (
@@ -353,7 +356,6 @@ def run(home: str) -> int:
     from rich.console import Console
 
     from fbe_pipeline.definitions import materialize_partitions
-    from sensors import pipeline_job
 
     t_import = time.perf_counter() - start
 
@@ -364,7 +366,11 @@ def run(home: str) -> int:
     prepare_dagster_home()
     quiet = Console(file=io.StringIO())
     t_dagster, failures = timed(lambda: materialize_partitions(store, console=quiet))
-    records = DagsterInstance.get().get_run_records(RunsFilter(job_name=pipeline_job.name))
+    records = [
+        r
+        for r in DagsterInstance.get().get_run_records(RunsFilter())
+        if r.dagster_run.job_name.startswith("fbe_pipeline_")
+    ]
     in_runs = sum(r.end_time - r.start_time for r in records if r.start_time and r.end_time)
 
     # 3. Timed pass of the direct computation.

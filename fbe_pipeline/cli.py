@@ -171,7 +171,7 @@ def summary() -> None:
 
     prepare_dagster_home()
     rows = partition_summary()
-    checks = failed_checks()
+    checks = failed_checks(_store())
     # A partition refused before it ever materialized has no rows; it must still show.
     shown = {(str(r["symbol"]), str(r["date"])) for r in rows}
     rows += [

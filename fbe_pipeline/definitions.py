@@ -3,53 +3,100 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import date
 
 import pandas as pd
-from dagster import Definitions, ExecuteInProcessResult, in_process_executor
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    definitions,
+    in_process_executor,
+)
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from assets import PIPELINE_ASSETS
+from assets import Lane, lane_assets, make_lane
 from assets.integrity import integrity_job, raw_integrity
-from assets.partitions import day_symbol_partitions, partition_key, split_key
-from fbe_pipeline.instruments import get_instrument
-from fbe_pipeline.sessions import session_for
+from assets.partitions import partition_key
+from fbe_pipeline.instruments import load_instruments
 from fbe_pipeline.settings import paths
 from fbe_pipeline.store import RawStore
 from resources.duckdb_io import FbeDuckDBIOManager
 from resources.fbe import raw_store_from_env, scoring_from_env
-from sensors import integrity_schedule, new_raw_data_sensor, pipeline_job
+from sensors import (
+    build_new_raw_data_sensor,
+    build_pipeline_job,
+    integrity_schedule,
+    pipeline_job_name,
+)
 
 # Run events still go to the instance (and the UI, with tracebacks); the console shows only
 # critical events, and a failed run is reported in one line by its first step failure.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
-def build_definitions() -> Definitions:
-    """Assets, checks, job, sensor and resources of the batch pipeline.
+def build_lanes(days: Iterable[tuple[str, date]]) -> list[Lane]:
+    """One lane per configured instrument among ``days`` (``(symbol, trading_date)`` pairs,
+    e.g. the store's tick partitions), over its sessions from its first to its last date."""
+    by_symbol: dict[str, list[date]] = {}
+    instruments = load_instruments()
+    for symbol, day in days:
+        if symbol in instruments:
+            by_symbol.setdefault(symbol, []).append(day)
+    return [make_lane(instruments[s], min(d), max(d)) for s, d in sorted(by_symbol.items())]
+
+
+def build_definitions(lanes: list[Lane] | None = None) -> Definitions:
+    """Assets, checks, jobs, sensor, schedule and resources of the batch pipeline.
+
+    Parameters
+    ----------
+    lanes : list[Lane], optional
+        The instruments and their sessions; by default :func:`build_lanes` of the raw store's
+        tick partitions.
 
     Settings come from the environment: ``FBE_HOME`` (state directory), ``FBE_RAW_BACKEND``
-    (``local``) and ``FBE_SCORING_CONFIG`` (JSON overrides of SPEC §8).
+    and the S3 settings, and ``FBE_SCORING_CONFIG`` (JSON overrides of SPEC §8).
     """
     home = paths().home
+    raw_store = raw_store_from_env()
+    if lanes is None:
+        lanes = build_lanes(raw_store_from_env(deferred=False).get_store().partitions("ticks"))
+    jobs = [build_pipeline_job(lane) for lane in lanes]
     return Definitions(
-        assets=[*PIPELINE_ASSETS, raw_integrity],
-        jobs=[pipeline_job, integrity_job],
-        sensors=[new_raw_data_sensor],
+        assets=[*(a for lane in lanes for a in lane_assets(lane)), raw_integrity],
+        jobs=[*jobs, integrity_job],
+        sensors=[build_new_raw_data_sensor(lanes, jobs)] if lanes else [],
         schedules=[integrity_schedule],
-        # One process per run: a partition's steps are small, and a subprocess per step cost
+        # One process per run: a session's steps are small, and a subprocess per step cost
         # more than the steps themselves (UI-launched runs took 34-48 s for 12 s of work).
         executor=in_process_executor,
         resources={
-            "io_manager": FbeDuckDBIOManager(database=str(home / "fbe.duckdb"), schema="main"),
-            "raw_store": raw_store_from_env(),
+            "io_manager": FbeDuckDBIOManager(database=str(home / "fbe.duckdb")),
+            "raw_store": raw_store,
             "scoring": scoring_from_env(),
         },
     )
 
 
-defs = build_definitions()
+@definitions
+def defs() -> Definitions:
+    """The code location's definitions, built when Dagster loads them (not at import), from
+    the raw store of the current environment."""
+    return build_definitions()
+
+
+def known_partitions(store: RawStore, instance: DagsterInstance) -> set[tuple[str, date]]:
+    """``(symbol, trading_date)`` of every session with raw ticks in the store, plus every
+    session whose ``raw_ticks`` was materialized before (its raw data may have vanished)."""
+    known = set(store.partitions("ticks"))
+    for symbol in load_instruments():
+        for key in instance.get_materialized_partitions(AssetKey([symbol, "raw_ticks"])):
+            known.add((symbol, date.fromisoformat(key)))
+    return known
 
 
 class NothingToMaterializeError(LookupError):
@@ -63,67 +110,66 @@ def materialize_partitions(
     end: date | None = None,
     console: Console | None = None,
 ) -> int:
-    """Run the pipeline job for every partition with raw ticks, in date order.
+    """Run each instrument's pipeline job for every session with raw ticks, in date order.
 
-    Each partition is one run on the Dagster instance in ``DAGSTER_HOME`` (so runs, asset
+    Each session is one run on the Dagster instance in ``DAGSTER_HOME`` (so runs, asset
     materializations and check results show in the UI). Date order guarantees the earlier
-    partitions that look-backs read are already materialized.
-
-    Partitions whose trading date has no session in the instrument's calendar are skipped
-    with a message.
+    sessions that look-backs read are already materialized. Days with ticks but no session in
+    the instrument's calendar are skipped with a message. Sessions materialized before stay in
+    scope even when their raw objects vanished from the manifest: they fail loudly instead of
+    leaving the old results unchallenged.
 
     Returns
     -------
     int
-        Number of failed runs (a failed blocking check stops its run's downstream assets).
+        Number of failed sessions (a failed blocking check stops its run's downstream assets).
 
     Raises
     ------
     NothingToMaterializeError
-        When no partition with raw ticks matches the symbols and dates.
+        When no session with raw ticks matches the symbols and dates.
     """
-    from dagster import AssetKey, DagsterInstance
-
     instance = DagsterInstance.get()
-    # Partitions materialized before stay in scope even when their raw objects vanished from
-    # the manifest: their run then fails loudly instead of leaving the old results unchallenged.
-    known = set(store.partitions("ticks"))
-    for key in instance.get_materialized_partitions(AssetKey("raw_ticks")):
-        day, sym = split_key(key)
-        known.add((sym, day))
-    parts = [
+    known = known_partitions(store, instance)
+    lanes = {lane.symbol: lane for lane in build_lanes(known)}
+    definitions = build_definitions(list(lanes.values()))
+    parts = sorted(
         (day, sym)
         for sym, day in known
         if (not symbols or sym in symbols)
         and (start is None or day >= start)
         and (end is None or day <= end)
-    ]
-    parts.sort()
+    )
     if not parts:
         raise NothingToMaterializeError(
             f"no raw ticks for {', '.join(symbols or ['any symbol'])} "
             f"from {start or 'the first'} to {end or 'the last'} trading date"
         )
-    # Ticks stored on a day without a session (e.g. a holiday's pre-market prints) have no
-    # bars to build; say so instead of failing a run.
-    closed = [(d, s) for d, s in parts if session_for(get_instrument(s), d) is None]
-    for day, sym in closed:
-        (console or Console()).print(f"skipped {sym} {day}: no {sym} session that day")
-    parts = [p for p in parts if p not in closed]
-    job = defs.resolve_job_def(pipeline_job.name)
+    out = console or Console()
     failures = 0
+    runnable = []
+    for day, sym in parts:
+        if sym not in lanes:
+            out.print(f"skipped {sym} {day}: {sym} is not a configured instrument")
+        elif lanes[sym].partitions_def.has_partition_key(partition_key(day)):
+            runnable.append((day, sym))
+        else:
+            # Ticks stored on a day without a session (e.g. a holiday's pre-market prints)
+            # have no bars to build; say so instead of failing a run.
+            out.print(f"skipped {sym} {day}: no {sym} session that day")
+    jobs = {sym: definitions.resolve_job_def(pipeline_job_name(sym)) for sym in lanes}
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=out,
     ) as progress:
-        task = progress.add_task("materializing", total=len(parts))
-        for day, sym in parts:
+        task = progress.add_task("materializing", total=len(runnable))
+        for day, sym in runnable:
             progress.update(task, description=f"{sym} {day}")
-            result = job.execute_in_process(
-                partition_key=partition_key(day, sym),
+            result = jobs[sym].execute_in_process(
+                partition_key=partition_key(day),
                 instance=instance,
                 raise_on_error=False,
                 run_config=_QUIET,
@@ -148,7 +194,7 @@ def _failure(result: ExecuteInProcessResult) -> str:
     return "see the Dagster UI"
 
 
-def failed_checks() -> dict[tuple[str, str], list[str]]:
+def failed_checks(store: RawStore) -> dict[tuple[str, str], list[str]]:
     """Failed asset checks and failed materializations of each partition, read through
     Dagster's per-partition check and asset status: ``{(symbol, date): [names]}``.
 
@@ -156,32 +202,39 @@ def failed_checks() -> dict[tuple[str, str], list[str]]:
     blocking check, ``(warn)`` for a monitor); an asset counts (``failed: <asset>``) when its
     latest materialization attempt of that partition failed.
     """
-    from dagster import AssetPartitionStatus, DagsterInstance
+    from dagster import AssetPartitionStatus
     from dagster._core.storage.asset_check_execution_record import (
         AssetCheckExecutionRecordStatus,
     )
 
     instance = DagsterInstance.get()
-    specs = {spec.key: spec for asset in PIPELINE_ASSETS for spec in asset.check_specs}
+    graph = build_definitions(build_lanes(known_partitions(store, instance))).resolve_asset_graph()
+    blocking = {
+        c.key: c.blocking
+        for c in graph.asset_check_nodes
+        if c.key.asset_key.path[-1] != "raw_integrity"
+    }
     out: dict[tuple[str, str], list[str]] = {}
-    keys: set[str] = set()
-    for info in instance.event_log_storage.get_asset_check_partition_info(list(specs)):
+    keys: dict[str, set[str]] = {}
+    for info in instance.event_log_storage.get_asset_check_partition_info(list(blocking)):
         if info.partition_key is None:
             continue
-        keys.add(info.partition_key)
+        symbol = info.check_key.asset_key.path[0]
+        keys.setdefault(symbol, set()).add(info.partition_key)
         if info.latest_execution_status == AssetCheckExecutionRecordStatus.FAILED:
-            day, sym = split_key(info.partition_key)
-            severity = "error" if specs[info.check_key].blocking else "warn"
+            severity = "error" if blocking[info.check_key] else "warn"
             name = f"{info.check_key.name} ({severity})"
-            out.setdefault((sym, day.isoformat()), []).append(name)
-    for asset in PIPELINE_ASSETS:
-        status = (
-            instance.get_status_by_partition(asset.key, sorted(keys), day_symbol_partitions) or {}
+            out.setdefault((symbol, info.partition_key), []).append(name)
+    for node in graph.asset_nodes:
+        symbol = node.key.path[0]
+        if node.partitions_def is None or symbol not in keys:
+            continue
+        status = instance.get_status_by_partition(
+            node.key, sorted(keys[symbol]), node.partitions_def
         )
-        for key, state in status.items():
+        for key, state in (status or {}).items():
             if state == AssetPartitionStatus.FAILED:
-                day, sym = split_key(key)
-                out.setdefault((sym, day.isoformat()), []).append(f"failed: {asset.key.path[-1]}")
+                out.setdefault((symbol, key), []).append(f"failed: {node.key.path[-1]}")
     return {k: sorted(v) for k, v in out.items()}
 
 
@@ -195,8 +248,10 @@ def run_integrity() -> tuple[bool, pd.DataFrame]:
     """
     from dagster import DagsterInstance
 
-    result = defs.resolve_job_def(integrity_job.name).execute_in_process(
-        instance=DagsterInstance.get(), run_config=_QUIET, raise_on_error=False
+    result = (
+        build_definitions(lanes=[])
+        .resolve_job_def(integrity_job.name)
+        .execute_in_process(instance=DagsterInstance.get(), run_config=_QUIET, raise_on_error=False)
     )
     if not result.success:
         raise RuntimeError(f"integrity run {result.run_id} failed: {_failure(result)}")

@@ -1,25 +1,30 @@
-"""DuckDB I/O manager whose tables are created from the pandera contracts.
+"""DuckDB I/O manager: one table per pipeline step, every instrument's sessions in it.
 
-dagster-duckdb-pandas skips the write of an empty DataFrame and so never creates the table of
-an asset whose first partition is empty (a day without signals), and infers column types from
-the first frame. Here every table is created up front from its pandera schema
+Each instrument's assets are keyed ``[<symbol>, <table>]`` and partitioned by its sessions
+(:mod:`assets.partitions`); they all write the table ``main.<table>``, whose rows carry
+``symbol`` and ``trading_date``. Writing a partition range deletes exactly that symbol's rows
+of those trading dates and inserts the new ones in one transaction, so a re-run (or a run
+killed half-way) never leaves duplicates; reading an input selects the symbol's rows of the
+upstream partitions' dates (the look-back window). Unpartitioned assets (``raw_integrity``)
+replace their whole table. Tables are created up front from their pandera contracts
 (:data:`fbe_pipeline.schemas.ALL`), so an empty partition still leaves a typed, queryable table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
-from typing import Any
 
+import duckdb
 import pandas as pd
-from dagster import InputContext, OutputContext
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
-from dagster_duckdb_pandas import DuckDBPandasIOManager
-from dagster_duckdb_pandas.duckdb_pandas_type_handler import DuckDBPandasTypeHandler
+from dagster import ConfigurableIOManager, InputContext, OutputContext
 
 from fbe_pipeline.schemas import ALL
 
+SCHEMA = "main"
 _SQL_TYPES = {
     "str": "VARCHAR",
     "float64": "DOUBLE",
@@ -30,6 +35,8 @@ _SQL_TYPES = {
     "datetime64[ns, UTC]": "TIMESTAMPTZ",
     "datetime64[ns]": "TIMESTAMP",
 }
+# DuckDB admits one writer process per file; concurrent runs wait for the lock this long.
+LOCK_TIMEOUT_S = 300.0
 
 
 def create_table_sql(schema: str, table: str) -> str:
@@ -47,40 +54,82 @@ def create_table_sql(schema: str, table: str) -> str:
     return f"create table if not exists {schema}.{table} ({cols})"
 
 
-class ContractTypeHandler(DuckDBPandasTypeHandler):
-    """Pandas handler that creates the table from its contract, then inserts by column name."""
+@contextmanager
+def connect(
+    database: str, timeout_s: float = LOCK_TIMEOUT_S
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection to ``database``, waiting (with backoff) while another process
+    holds DuckDB's file lock.
 
-    def handle_output(
-        self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection: Any
-    ) -> None:
-        """Create the table if needed and insert ``obj`` (nothing to insert when empty)."""
-        connection.execute(create_table_sql(table_slice.schema, table_slice.table))
-        if not obj.empty:
-            names = ", ".join(f'"{c}"' for c in obj.columns)
-            connection.execute(
-                f"insert into {table_slice.schema}.{table_slice.table} ({names}) "
-                f"select {names} from obj"
-            )
+    Raises
+    ------
+    duckdb.IOException
+        If the lock is still held after ``timeout_s`` seconds, or on any other I/O error.
+    """
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            con = duckdb.connect(database)
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def _where(context: InputContext | OutputContext) -> tuple[str, list[object]]:
+    """SQL filter and parameters of the symbol and trading dates a context covers."""
+    if not context.has_asset_partitions:
+        return "true", []
+    window = context.asset_partitions_time_window
+    first: date = window.start.date()
+    end: date = window.end.date()
+    return "symbol = ? and trading_date >= ? and trading_date < ?", [
+        context.asset_key.path[0],
+        first,
+        end,
+    ]
+
+
+class FbeDuckDBIOManager(ConfigurableIOManager):
+    """Stores each asset's frames in ``main.<table>`` of one DuckDB file.
+
+    Attributes
+    ----------
+    database : str
+        Path of the DuckDB file (``$FBE_HOME/fbe.duckdb``); its directory is created.
+    """
+
+    database: str
+
+    def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
+        """Replace the rows of the partitions being written (all rows when unpartitioned)."""
+        table = context.asset_key.path[-1]
+        where, params = _where(context)
+        with connect(self.database) as con:
+            con.execute(create_table_sql(SCHEMA, table))
+            con.execute("begin transaction")
+            con.execute(f"delete from {SCHEMA}.{table} where {where}", params)
+            if not obj.empty:
+                names = ", ".join(f'"{c}"' for c in obj.columns)
+                con.register("frame", obj)
+                con.execute(f"insert into {SCHEMA}.{table} ({names}) select {names} from frame")
+                con.unregister("frame")
+            con.execute("commit")
         context.add_output_metadata({"dagster/row_count": len(obj)})
 
-    def load_input(
-        self, context: InputContext, table_slice: TableSlice, connection: Any
-    ) -> pd.DataFrame:
-        """Load the slice; creates the (empty) table first so a never-written one reads empty."""
-        connection.execute(create_table_sql(table_slice.schema, table_slice.table))
-        return super().load_input(context, table_slice, connection)
-
-
-class FbeDuckDBIOManager(DuckDBPandasIOManager):
-    """``DuckDBPandasIOManager`` with :class:`ContractTypeHandler`; creates the database's
-    directory (a fresh ``FBE_HOME``) before connecting."""
-
-    def create_io_manager(self, context: Any) -> Any:
-        """Make sure the DuckDB file's directory exists, then build the I/O manager."""
-        Path(self.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        return super().create_io_manager(context)
-
-    @staticmethod
-    def type_handlers() -> Sequence[DbTypeHandler]:
-        """The contract-aware pandas handler."""
-        return [ContractTypeHandler()]
+    def load_input(self, context: InputContext) -> pd.DataFrame:
+        """The rows of the upstream partitions this input maps to (its look-back window),
+        typed as the table stores them (timestamps in UTC)."""
+        table = context.asset_key.path[-1]
+        where, params = _where(context)
+        with connect(self.database) as con:
+            con.execute(create_table_sql(SCHEMA, table))
+            return con.execute(f"select * from {SCHEMA}.{table} where {where}", params).fetchdf()

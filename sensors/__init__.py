@@ -1,6 +1,11 @@
 """Sensors and schedules: react to new raw data; verify the raw store on a schedule."""
 
-from sensors.raw_data import new_raw_data_sensor, pipeline_job
+from sensors.raw_data import build_new_raw_data_sensor, build_pipeline_job, pipeline_job_name
 from sensors.schedules import integrity_schedule
 
-__all__ = ["integrity_schedule", "new_raw_data_sensor", "pipeline_job"]
+__all__ = [
+    "build_new_raw_data_sensor",
+    "build_pipeline_job",
+    "integrity_schedule",
+    "pipeline_job_name",
+]

@@ -63,3 +63,17 @@ def lean_reference(symbol: str, day: date) -> pd.DataFrame:
     root = require_data()
     path = root / "lean" / symbol.lower() / "minute" / f"{day:%Y%m%d}_trade.zip"
     return read_lean_minute_bars(path, symbol, "America/New_York", 10_000.0)
+
+
+def sample_lanes() -> list[object]:
+    """Lanes of the sample instruments over their sample sessions (no store needed)."""
+    from assets import make_lane
+
+    spans = {
+        "SPY": (DAYS[0], DAYS[-1]),
+        "BAC": (DAYS[0], DAYS[-1]),
+        "GC": (date(2013, 10, 7), date(2013, 10, 9)),
+        "ES": (date(2023, 12, 26), date(2023, 12, 26)),
+        "BTCUSDT": (date(2020, 2, 22), date(2020, 2, 22)),
+    }
+    return [make_lane(get_instrument(s), first, last) for s, (first, last) in spans.items()]

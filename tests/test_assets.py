@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, materialize
 
-from assets import PIPELINE_ASSETS
+from assets import lane_assets, make_lane
 from assets.partitions import partition_key
 from fbe_pipeline.ingest import load_file
 from fbe_pipeline.instruments import get_instrument
@@ -21,6 +21,8 @@ from resources.fbe import RawStoreResource, ScoringConfigResource
 from tests.realdata import require_data
 
 D1, D2 = date(2013, 10, 7), date(2013, 10, 8)
+LANE = make_lane(get_instrument("SPY"), D1, D2)
+PIPELINE_ASSETS = lane_assets(LANE)
 # The package re-exports the `signals` asset under the module's name, so fetch the module itself.
 signal_assets = importlib.import_module("assets.signals")
 
@@ -39,7 +41,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _resources(home: Path, db: str = "fbe.duckdb") -> dict[str, object]:
     return {
-        "io_manager": FbeDuckDBIOManager(database=str(home / db), schema="main"),
+        "io_manager": FbeDuckDBIOManager(database=str(home / db)),
         "raw_store": RawStoreResource(home=str(home)),
         "scoring": ScoringConfigResource(config_json='{"trigger_score": 40}'),
     }
@@ -56,7 +58,7 @@ def materialized(home: Path) -> tuple[Path, list[object]]:
     results = [
         materialize(
             PIPELINE_ASSETS,
-            partition_key=partition_key(day, "SPY"),
+            partition_key=partition_key(day),
             resources=_resources(home),
             instance=instance,
         )
@@ -133,10 +135,10 @@ def test_rematerializing_a_partition_replaces_it(materialized: tuple[Path, list[
     home, _ = materialized
     result = materialize(
         PIPELINE_ASSETS,
-        partition_key=partition_key(D1, "SPY"),
+        partition_key=partition_key(D1),
         resources=_resources(home),
         instance=DagsterInstance.ephemeral(),
-        selection=["raw_ticks", "bars_1m"],
+        selection=["SPY/raw_ticks", "SPY/bars_1m"],
     )
     assert result.success
     with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
@@ -157,7 +159,7 @@ def test_failed_blocking_check_stops_downstream_assets(
     monkeypatch.setattr(signal_assets, "session_features", peeking)
     result = materialize(
         PIPELINE_ASSETS,
-        partition_key=partition_key(D1, "SPY"),
+        partition_key=partition_key(D1),
         resources=_resources(home, db="broken.duckdb"),
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -165,7 +167,7 @@ def test_failed_blocking_check_stops_downstream_assets(
     assert not result.success
     assert not _checks(result)["features_prefix_invariance"].passed
     done = {
-        m.asset_key.to_user_string()
+        m.asset_key.path[-1]
         for m in result.get_asset_materialization_events()
         for m in [m.event_specific_data.materialization]
     }

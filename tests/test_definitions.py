@@ -9,106 +9,111 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from dagster import (
-    AssetKey,
-    DimensionPartitionMapping,
-    IdentityPartitionMapping,
-    MultiPartitionMapping,
-    PartitionMapping,
-    TimeWindowPartitionMapping,
-)
+from dagster import AssetKey, PartitionMapping, TimeWindowPartitionMapping
 
-from assets import PIPELINE_ASSETS
-from assets.partitions import day_symbol_partitions, partition_key, split_key
-from fbe_pipeline.definitions import defs
+from assets import PIPELINE_TABLES, Lane, lane_assets, make_lane
+from fbe_pipeline.definitions import build_definitions
+from fbe_pipeline.instruments import get_instrument
+from tests.realdata import sample_lanes
 
-SAMPLE_KEYS = [
-    partition_key(date(2013, 10, 7), "SPY"),
-    partition_key(date(2013, 10, 9), "GC"),
-    partition_key(date(2020, 2, 22), "BTCUSDT"),
-    partition_key(date(2023, 12, 26), "ES"),
-]
+LANES: list[Lane] = sample_lanes()  # type: ignore[assignment]
+defs = build_definitions(LANES)
 
 
-def _upstream_keys(mapping: PartitionMapping | None, key: str) -> list[str]:
-    mapping = mapping or IdentityPartitionMapping()
-    subset = day_symbol_partitions.subset_with_partition_keys([key])
+def _upstream_keys(lane: Lane, mapping: PartitionMapping | None, key: str) -> list[str]:
+    pdef = lane.partitions_def
+    if mapping is None:
+        return [key]
     result = mapping.get_upstream_mapped_partitions_result_for_partitions(
-        subset, day_symbol_partitions, day_symbol_partitions
+        pdef.subset_with_partition_keys([key]), pdef, pdef
     )
     return list(result.partitions_subset.get_partition_keys())
 
 
 def later_partition_violations(
-    deps: list[tuple[AssetKey, AssetKey, PartitionMapping | None]], keys: list[str]
+    lane: Lane, deps: list[tuple[AssetKey, AssetKey, PartitionMapping | None]]
 ) -> list[str]:
-    """Every (asset, upstream, partition) whose mapping reaches a later date or another symbol."""
+    """Every (asset, upstream, partition) whose mapping reaches a later session or another
+    instrument's assets."""
     bad = []
     for asset_key, upstream, mapping in deps:
-        for key in keys:
-            day, symbol = split_key(key)
-            for up in _upstream_keys(mapping, key):
-                up_day, up_symbol = split_key(up)
-                if up_day > day or up_symbol != symbol:
+        if upstream.path[0] != asset_key.path[0]:
+            bad.append(f"{asset_key.to_user_string()} <- {upstream.to_user_string()}")
+        for key in lane.partitions_def.get_partition_keys():
+            for up in _upstream_keys(lane, mapping, key):
+                if up > key:
                     edge = f"{asset_key.to_user_string()} <- {upstream.to_user_string()}"
                     bad.append(f"{edge}: {key} -> {up}")
     return bad
 
 
-def _pipeline_deps() -> list[tuple[AssetKey, AssetKey, PartitionMapping | None]]:
+def _deps(lane: Lane) -> list[tuple[AssetKey, AssetKey, PartitionMapping | None]]:
     deps = []
-    for asset_def in PIPELINE_ASSETS:
+    for asset_def in lane_assets(lane):
         for upstream in asset_def.dependency_keys:
             deps.append((asset_def.key, upstream, asset_def.get_partition_mapping(upstream)))
     return deps
 
 
-def test_definitions_load_with_all_pipeline_assets() -> None:
+def test_definitions_load_with_a_lane_of_assets_per_instrument() -> None:
     graph = defs.resolve_asset_graph()
     names = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert names == {
-        "raw_ticks",
-        "bars_1m",
-        "features",
-        "scores",
-        "signals",
-        "regime_tags",
-        "backtest_trades",
-        "backtest_summary",
-        "raw_integrity",
-    }
-    assert defs.resolve_job_def("fbe_pipeline_job") is not None
+    expected = {f"{lane.symbol}/{t}" for lane in LANES for t in PIPELINE_TABLES}
+    assert names == expected | {"raw_integrity"}
+    assert defs.resolve_job_def("fbe_pipeline_SPY") is not None
     assert defs.resolve_job_def("raw_integrity_job") is not None
     schedule = defs.resolve_schedule_def("raw_integrity_hourly")
     assert schedule.cron_schedule == "0 * * * *"
 
 
-def test_no_dependency_reaches_a_later_partition() -> None:
-    deps = _pipeline_deps()
-    assert len(deps) >= 10
-    assert later_partition_violations(deps, SAMPLE_KEYS) == []
+def test_partitions_are_the_instruments_sessions() -> None:
+    spy = make_lane(get_instrument("SPY"), date(2013, 12, 20), date(2013, 12, 31))
+    assert spy.partitions_def.get_partition_keys() == [
+        "2013-12-20",
+        "2013-12-23",
+        "2013-12-24",
+        "2013-12-26",
+        "2013-12-27",
+        "2013-12-30",
+        "2013-12-31",
+    ]
+    btc = make_lane(get_instrument("BTCUSDT"), date(2020, 2, 21), date(2020, 2, 24))
+    assert btc.partitions_def.get_partition_keys() == [
+        "2020-02-21",
+        "2020-02-22",
+        "2020-02-23",
+        "2020-02-24",
+    ]
+    nifty = make_lane(get_instrument("NIFTY_FUT"), date(2024, 1, 24), date(2024, 1, 29))
+    # 26 January (Republic Day) and the weekend are not NSE sessions.
+    assert nifty.partitions_def.get_partition_keys() == ["2024-01-24", "2024-01-25", "2024-01-29"]
 
 
-def test_lookbacks_reach_earlier_partitions_of_the_same_symbol() -> None:
-    features = next(a for a in PIPELINE_ASSETS if a.key == AssetKey("features"))
-    ups = _upstream_keys(features.get_partition_mapping(AssetKey("bars_1m")), SAMPLE_KEYS[0])
-    days = sorted(split_key(u)[0] for u in ups)
-    assert days[0] < date(2013, 10, 7) and days[-1] == date(2013, 10, 7)
-    assert {split_key(u)[1] for u in ups} == {"SPY"}
+def test_no_dependency_reaches_a_later_partition_or_another_instrument() -> None:
+    for lane in LANES:
+        deps = _deps(lane)
+        assert len(deps) >= 10
+        assert later_partition_violations(lane, deps) == []
+
+
+def test_lookbacks_count_sessions_not_calendar_days() -> None:
+    spy = next(lane for lane in LANES if lane.symbol == "SPY")
+    features = next(a for a in lane_assets(spy) if a.key == spy.key("features"))
+    mapping = features.get_partition_mapping(spy.key("bars_1m"))
+    # The warm-up of the first session after the sample's first reaches back one session.
+    assert _upstream_keys(spy, mapping, "2013-10-08") == ["2013-10-07", "2013-10-08"]
+    long = make_lane(get_instrument("SPY"), date(2013, 9, 1), date(2013, 10, 31))
+    regimes = next(a for a in lane_assets(long) if a.key == long.key("regime_tags"))
+    ups = _upstream_keys(long, regimes.get_partition_mapping(long.key("features")), "2013-10-31")
+    assert len(ups) == 21 and ups[0] == "2013-10-03" and ups[-1] == "2013-10-31"
 
 
 def test_lineage_check_catches_a_mapping_into_the_future() -> None:
-    peeking = MultiPartitionMapping(
-        {
-            "date": DimensionPartitionMapping(
-                "date", TimeWindowPartitionMapping(start_offset=0, end_offset=1)
-            ),
-            "symbol": DimensionPartitionMapping("symbol", IdentityPartitionMapping()),
-        }
-    )
-    deps = [(AssetKey("features"), AssetKey("bars_1m"), peeking)]
-    violations = later_partition_violations(deps, SAMPLE_KEYS[:1])
-    assert violations == ["features <- bars_1m: 2013-10-07|SPY -> 2013-10-08|SPY"]
+    spy = next(lane for lane in LANES if lane.symbol == "SPY")
+    peeking = TimeWindowPartitionMapping(start_offset=0, end_offset=1)
+    deps = [(spy.key("features"), spy.key("bars_1m"), peeking)]
+    violations = later_partition_violations(spy, deps)
+    assert violations[0] == "SPY/features <- SPY/bars_1m: 2013-10-07 -> 2013-10-08"
 
 
 @pytest.mark.parametrize("module", ["fbe_pipeline"])
@@ -132,26 +137,32 @@ def test_every_table_asset_carries_kinds_owner_and_its_contract_columns() -> Non
 
     graph = defs.resolve_asset_graph()
     for node in graph.asset_nodes:
-        name = node.key.to_user_string()
+        name = node.key.path[-1]
         assert node.kinds >= {"pandas", "duckdb"}, name
         assert node.owners == ["team:fbe-quant-data"], name
         columns = node.metadata["dagster/column_schema"].columns
         assert [c.name for c in columns] == list(ALL[name].columns), name
-    bars = graph.get(AssetKey("bars_1m")).metadata["dagster/column_schema"]
+    bars = graph.get(AssetKey(["SPY", "bars_1m"])).metadata["dagster/column_schema"]
     [open_col] = [c for c in bars.columns if c.name == "open"]
     assert (open_col.type, open_col.constraints.other) == ("float64", ["greater_than(0)"])
 
 
 def test_every_asset_check_has_a_description() -> None:
     specs = [spec for asset in defs.assets or [] for spec in getattr(asset, "check_specs", [])]
-    assert len(specs) >= 19
+    assert len(specs) == 14 * len(LANES) + 5  # 14 per lane, 5 on raw_integrity
     assert [s.name for s in specs if not s.description] == []
 
 
 def test_loading_the_code_location_prints_no_warning(tmp_path: Path) -> None:
     env = {**os.environ, "FBE_HOME": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-W", "default", "-c", "import fbe_pipeline.definitions"],
+        [
+            sys.executable,
+            "-W",
+            "default",
+            "-c",
+            "from fbe_pipeline.definitions import defs; defs()",
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -206,22 +206,28 @@ def test_tampered_real_day_is_refused_and_the_clean_partitions_still_materialize
     assert _bar_counts(home) == {("SPY", "2013-10-07"): 390, ("BTCUSDT", "2020-02-22"): 126}
 
     definitions = importlib.import_module("fbe_pipeline.definitions")
-    failed = definitions.failed_checks()
+    failed = definitions.failed_checks(store)
     assert "raw_objects_verified (error)" in failed[("SPY", "2013-10-08")]
     assert "failed: raw_ticks" in failed[("SPY", "2013-10-08")]
     assert all("(warn)" in name for name in failed.get(("SPY", "2013-10-07"), []))
     # Dagster itself keeps each partition's own check status.
     from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
-    key = AssetCheckKey(AssetKey("raw_ticks"), "raw_objects_verified")
-    infos = DagsterInstance.get().event_log_storage.get_asset_check_partition_info([key])
-    status = {i.partition_key: i.latest_execution_status.value for i in infos}
-    assert status == {
-        "2013-10-07|SPY": "SUCCEEDED",
-        "2013-10-08|SPY": "FAILED",
-        "2020-02-22|BTCUSDT": "SUCCEEDED",
+    keys = [
+        AssetCheckKey(AssetKey([symbol, "raw_ticks"]), "raw_objects_verified")
+        for symbol in ("SPY", "BTCUSDT")
+    ]
+    infos = DagsterInstance.get().event_log_storage.get_asset_check_partition_info(keys)
+    status = {
+        (i.check_key.asset_key.path[0], i.partition_key): i.latest_execution_status.value
+        for i in infos
     }
-    metadata = _check_metadata(definitions, "2013-10-08|SPY")
+    assert status == {
+        ("SPY", "2013-10-07"): "SUCCEEDED",
+        ("SPY", "2013-10-08"): "FAILED",
+        ("BTCUSDT", "2020-02-22"): "SUCCEEDED",
+    }
+    metadata = _check_metadata(definitions, "2013-10-08")
     [obj] = metadata["objects"].data
     assert obj["key"] == entry.key
     assert (obj["expected_sha256"], obj["actual_sha256"]) == (entry.sha256, actual)

@@ -13,7 +13,7 @@ import pytest
 from dagster import DagsterInstance, materialize
 from typer.testing import CliRunner
 
-from assets import PIPELINE_ASSETS
+from assets import lane_assets, make_lane
 from assets.integrity import raw_integrity
 from assets.partitions import partition_key
 from fbe_pipeline.ingest import load_file
@@ -121,11 +121,11 @@ def test_integrity_names_a_local_object_with_a_changed_byte(tmp_path: Path) -> N
 
 def _bars(home: Path, raw_store: RawStoreResource) -> pd.DataFrame:
     result = materialize(
-        PIPELINE_ASSETS,
-        selection=["raw_ticks", "bars_1m"],
-        partition_key=partition_key(DAY, "SPY"),
+        lane_assets(make_lane(get_instrument("SPY"), DAY, DAY)),
+        selection=["SPY/raw_ticks", "SPY/bars_1m"],
+        partition_key=partition_key(DAY),
         resources={
-            "io_manager": FbeDuckDBIOManager(database=str(home / "fbe.duckdb"), schema="main"),
+            "io_manager": FbeDuckDBIOManager(database=str(home / "fbe.duckdb")),
             "raw_store": raw_store,
             "scoring": ScoringConfigResource(),
         },

@@ -10,7 +10,7 @@ from fbe_pipeline.ingest import load_file
 from fbe_pipeline.instruments import get_instrument
 from fbe_pipeline.store import LocalRawStore
 from resources.fbe import RawStoreResource
-from sensors.raw_data import new_raw_data_sensor
+from sensors.raw_data import build_new_raw_data_sensor, build_pipeline_job
 
 
 def _csv(path: Path, rows: list[str]) -> Path:
@@ -24,7 +24,11 @@ def _evaluate(home: Path, cursor: str | None) -> tuple[list[str], list[str], str
         cursor=cursor,
         resources={"raw_store": RawStoreResource(home=str(home))},
     )
-    result = new_raw_data_sensor(context)
+    from fbe_pipeline.definitions import build_lanes
+
+    lanes = build_lanes(LocalRawStore(home / "raw").partitions("ticks"))
+    sensor = build_new_raw_data_sensor(lanes, [build_pipeline_job(lane) for lane in lanes])
+    result = sensor(context)
     requests = result.run_requests or []
     return (
         [str(r.partition_key) for r in requests],
@@ -46,12 +50,12 @@ def test_sensor_requests_new_partitions_once(tmp_path: Path) -> None:
         spy,
     )
     keys, run_keys, cursor = _evaluate(tmp_path, None)
-    assert keys == ["2013-10-07|SPY", "2013-10-08|SPY"]
-    assert run_keys == ["2013-10-07|SPY:2", "2013-10-08|SPY:2"]
+    assert keys == ["2013-10-07", "2013-10-08"]
+    assert run_keys == ["SPY:2013-10-07:2", "SPY:2013-10-08:2"]
 
     assert _evaluate(tmp_path, cursor)[0] == []
 
     load_file(store, "csv", _csv(tmp_path / "b.csv", ["2013-10-08T15:00:00Z,168.5,5,buy"]), spy)
     keys, run_keys, _ = _evaluate(tmp_path, cursor)
-    assert keys == ["2013-10-08|SPY"]
-    assert run_keys == ["2013-10-08|SPY:3"]
+    assert keys == ["2013-10-08"]
+    assert run_keys == ["SPY:2013-10-08:3"]
