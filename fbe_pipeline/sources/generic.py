@@ -144,7 +144,11 @@ def read_generic_trades(path: Path | str, symbol: str, fmt: str) -> pd.DataFrame
     missing = [c for c in ("timestamp", "price", "size") if c not in raw.columns]
     if missing:
         raise ValueError(f"{name}: missing required columns {missing}")
-    side = raw["side"].astype(str).str.lower() if "side" in raw else pd.Series("unknown", raw.index)
+    side = (
+        pd.Series(_text_column(raw, "side"), index=raw.index).str.lower()
+        if "side" in raw
+        else pd.Series("unknown", raw.index)
+    )
     bad_side = ~side.isin(["buy", "sell", "unknown"])
     if bad_side.any():
         shown = [f"{v:.40}" for v in sorted(side[bad_side].unique())[:5]]
