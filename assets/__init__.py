@@ -7,7 +7,7 @@ partitioned by its sessions (:mod:`assets.partitions`).
 import warnings
 from datetime import date
 
-from dagster import AssetsDefinition, BetaWarning, PreviewWarning
+from dagster import AssetsDefinition, BetaWarning, PreviewWarning, SourceAsset
 
 # The layer relies on Dagster APIs marked beta or preview (partitioned asset checks, look-backs
 # that allow non-existent upstream partitions, dagster-pandera types), chosen on purpose; their
@@ -19,7 +19,7 @@ from assets.backtest import build_backtest_summary, build_backtest_trades  # noq
 from assets.bars import build_bars_1m  # noqa: E402
 from assets.common import Lane  # noqa: E402
 from assets.partitions import session_partitions  # noqa: E402
-from assets.raw import build_raw_ticks  # noqa: E402
+from assets.raw import build_raw_objects, build_raw_ticks  # noqa: E402
 from assets.regimes import build_regime_tags  # noqa: E402
 from assets.signals import build_features, build_scores, build_signals  # noqa: E402
 from fbe_pipeline.instruments import Instrument  # noqa: E402
@@ -56,4 +56,9 @@ def lane_assets(lane: Lane) -> list[AssetsDefinition]:
     return [build(lane) for build in _BUILDERS]
 
 
-__all__ = ["PIPELINE_TABLES", "Lane", "lane_assets", "make_lane"]
+def lane_sources(lane: Lane) -> list[SourceAsset]:
+    """The observable sources of one lane: its raw objects in the raw store."""
+    return [build_raw_objects(lane)]
+
+
+__all__ = ["PIPELINE_TABLES", "Lane", "lane_assets", "lane_sources", "make_lane"]

@@ -15,6 +15,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
+    AutomationCondition,
     MetadataValue,
     TableColumn,
     TableColumnConstraints,
@@ -29,6 +30,18 @@ from fbe_pipeline.checks import CheckOutcome
 from fbe_pipeline.instruments import Instrument, get_instrument
 
 OWNERS = ["team:fbe-quant-data"]
+
+# Declarative automation of every lane asset: re-materialize a session when one of its inputs
+# was updated (a new raw data version, or an upstream session inside its look-back window), once
+# no input is missing or in progress and the inputs' blocking checks passed. Unlike ``eager()``
+# it is not limited to the latest session, so a late file for an earlier day refreshes that day
+# and the later sessions whose look-back covers it.
+REFRESH = (
+    AutomationCondition.eager()
+    .without(AutomationCondition.in_latest_time_window())
+    .with_label("refresh when inputs change")
+    & AutomationCondition.all_deps_blocking_checks_passed()
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,7 @@ class Lane:
             "group_name": self.symbol,
             "partitions_def": self.partitions_def,
             "dagster_type": pandera_schema_to_dagster_type(schema),
+            "automation_condition": REFRESH,
             **table_asset(schema, layer),
         }
 

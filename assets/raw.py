@@ -4,15 +4,58 @@ from collections.abc import Iterator
 from dataclasses import asdict
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetsDefinition, Failure, MetadataValue, Output, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    AutomationCondition,
+    DataVersionsByPartition,
+    Failure,
+    MetadataValue,
+    Output,
+    SourceAsset,
+    asset,
+    observable_source_asset,
+)
 
 from assets.common import Lane, check_result, partition
+from assets.partitions import partition_key
 from fbe_pipeline import schemas
 from fbe_pipeline.checks import check_raw_objects, check_ticks_in_session, clock_drift
 from fbe_pipeline.expectations import validate
 from fbe_pipeline.integrity import verify_partition
-from fbe_pipeline.pipeline import data_version, prepare_raw_ticks, session_bounds
+from fbe_pipeline.pipeline import data_version, data_versions, prepare_raw_ticks, session_bounds
 from resources.fbe import RawStoreResource
+
+
+def build_raw_objects(lane: Lane) -> SourceAsset:
+    """The raw store as an observable source of one instrument: each session's data version
+    (a digest of its objects' keys and SHA-256s, :func:`fbe_pipeline.pipeline.data_versions`)
+    changes with any new object, ticks, quotes, books or reference bars."""
+
+    @observable_source_asset(
+        key=lane.key("raw_objects"),
+        group_name=lane.symbol,
+        partitions_def=lane.partitions_def,
+        description=f"Raw objects of {lane.symbol} in the write-once raw store, by session.",
+        tags={"layer": "ingest"},
+        # One observation run a minute, of the latest session: it records every session's
+        # data version, so older sessions need no runs of their own.
+        automation_condition=(
+            AutomationCondition.cron_tick_passed("* * * * *")
+            & AutomationCondition.in_latest_time_window()
+        ).with_label("observe every minute"),
+    )
+    def raw_objects(raw_store: RawStoreResource) -> DataVersionsByPartition:
+        versions = data_versions(raw_store.get_store(), lane.symbol)
+        return DataVersionsByPartition(
+            {
+                partition_key(day): version
+                for day, version in versions.items()
+                if lane.partitions_def.has_partition_key(partition_key(day))
+            }
+        )
+
+    return raw_objects
 
 
 def build_raw_ticks(lane: Lane) -> AssetsDefinition:
@@ -20,6 +63,7 @@ def build_raw_ticks(lane: Lane) -> AssetsDefinition:
 
     @asset(
         **lane.asset_args("raw_ticks", schemas.RAW_TICKS, "ingest"),
+        deps=[lane.key("raw_objects")],
         check_specs=[
             lane.check(
                 "raw_objects_verified",

@@ -9,16 +9,18 @@ from datetime import date
 import pandas as pd
 from dagster import (
     AssetKey,
+    AssetsDefinition,
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
+    SourceAsset,
     definitions,
     in_process_executor,
 )
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from assets import Lane, lane_assets, make_lane
+from assets import Lane, lane_assets, lane_sources, make_lane
 from assets.integrity import integrity_job, raw_integrity
 from assets.partitions import partition_key
 from fbe_pipeline.instruments import load_instruments
@@ -26,12 +28,7 @@ from fbe_pipeline.settings import paths
 from fbe_pipeline.store import RawStore
 from resources.duckdb_io import FbeDuckDBIOManager
 from resources.fbe import raw_store_from_env, scoring_from_env
-from sensors import (
-    build_new_raw_data_sensor,
-    build_pipeline_job,
-    integrity_schedule,
-    pipeline_job_name,
-)
+from sensors import automation_sensor, build_pipeline_job, integrity_schedule, pipeline_job_name
 
 # Run events still go to the instance (and the UI, with tracebacks); the console shows only
 # critical events, and a failed run is reported in one line by its first step failure.
@@ -66,10 +63,13 @@ def build_definitions(lanes: list[Lane] | None = None) -> Definitions:
     if lanes is None:
         lanes = build_lanes(raw_store_from_env(deferred=False).get_store().partitions("ticks"))
     jobs = [build_pipeline_job(lane) for lane in lanes]
+    assets: list[AssetsDefinition | SourceAsset] = [raw_integrity]
+    for lane in lanes:
+        assets += [*lane_sources(lane), *lane_assets(lane)]
     return Definitions(
-        assets=[*(a for lane in lanes for a in lane_assets(lane)), raw_integrity],
+        assets=assets,
         jobs=[*jobs, integrity_job],
-        sensors=[build_new_raw_data_sensor(lanes, jobs)] if lanes else [],
+        sensors=[automation_sensor],
         schedules=[integrity_schedule],
         # One process per run: a session's steps are small, and a subprocess per step cost
         # more than the steps themselves (UI-launched runs took 34-48 s for 12 s of work).

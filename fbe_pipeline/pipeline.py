@@ -41,20 +41,33 @@ def session_bounds(instrument: Instrument, trading_date: date) -> tuple[int, int
     return bounds
 
 
+def _digest(entries: list[tuple[str, str]]) -> str:
+    blob = "\n".join(f"{k} {s}" for k, s in sorted(entries))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def data_version(store: RawStore, symbol: str, trading_date: date) -> str:
     """Identifier of a partition's raw data: SHA-256 over its objects' keys and SHA-256s.
 
     Returns the first 16 hex digits; ``"none"`` when the partition holds no object.
     """
-    entries = sorted(
+    entries = [
         (e.key, e.sha256)
         for kind in KINDS
         for e in store.entries(f"{kind}/{symbol}/{trading_date:%Y/%m/%d}/")
-    )
-    if not entries:
-        return "none"
-    blob = "\n".join(f"{k} {s}" for k, s in entries)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    ]
+    return _digest(entries) if entries else "none"
+
+
+def data_versions(store: RawStore, symbol: str) -> dict[date, str]:
+    """:func:`data_version` of every trading date holding raw objects of ``symbol`` (ticks,
+    quotes, books, reference bars), from one scan of the manifest per kind."""
+    by_day: dict[date, list[tuple[str, str]]] = {}
+    for kind in KINDS:
+        for entry in store.entries(f"{kind}/{symbol}/"):
+            _, _, y, m, d, _ = entry.key.split("/")
+            by_day.setdefault(date(int(y), int(m), int(d)), []).append((entry.key, entry.sha256))
+    return {day: _digest(entries) for day, entries in sorted(by_day.items())}
 
 
 def prepare_raw_ticks(

@@ -1,11 +1,8 @@
-"""Sensors and schedules: react to new raw data; verify the raw store on a schedule."""
+"""Jobs, automation and schedules: per-instrument jobs, declarative automation over the
+observable raw store, and the raw store integrity schedule."""
 
-from sensors.raw_data import build_new_raw_data_sensor, build_pipeline_job, pipeline_job_name
+from sensors.automation import automation_sensor
+from sensors.jobs import build_pipeline_job, pipeline_job_name
 from sensors.schedules import integrity_schedule
 
-__all__ = [
-    "build_new_raw_data_sensor",
-    "build_pipeline_job",
-    "integrity_schedule",
-    "pipeline_job_name",
-]
+__all__ = ["automation_sensor", "build_pipeline_job", "integrity_schedule", "pipeline_job_name"]
