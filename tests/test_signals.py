@@ -293,10 +293,14 @@ def test_materialize_stops_then_reruns(
     assert left == [], f"left after {sig.name}: {left}"
     assert proc.returncode == 130  # KeyboardInterrupt, for SIGTERM too
     assert seconds < STOP_WITHIN
-    # Stopped in the first partition (SPY): the second one (BTCUSDT) never ran.
-    assert [p for p, _ in _runs(home)] == ["2013-10-07"]
-    assert _runs(home)[0][1] == "FAILURE"
+    # Stopped in the first partition (SPY): no run completed, so BTCUSDT was not materialized.
+    # (At most its run was started and failed at once, when the interrupt came back to fbe only
+    # after Dagster had created that run.)
+    runs = _runs(home)
+    assert runs[0] == ("2013-10-07", "FAILURE")
+    assert runs[1:] in ([], [("2020-02-22", "FAILURE")])
+    seen = len(runs)
 
     result = _fbe(env, "materialize")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert _runs(home)[1:] == [("2013-10-07", "SUCCESS"), ("2020-02-22", "SUCCESS")]
+    assert _runs(home)[seen:] == [("2013-10-07", "SUCCESS"), ("2020-02-22", "SUCCESS")]
