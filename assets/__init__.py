@@ -22,7 +22,7 @@ from assets.partitions import session_partitions  # noqa: E402
 from assets.raw import build_raw_objects, build_raw_ticks  # noqa: E402
 from assets.regimes import build_regime_tags  # noqa: E402
 from assets.signals import build_features, build_scores, build_signals  # noqa: E402
-from fbe_pipeline.instruments import Instrument  # noqa: E402
+from fbe_pipeline.market.instruments import Instrument  # noqa: E402
 
 PIPELINE_TABLES = (
     "raw_ticks",

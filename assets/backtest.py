@@ -7,10 +7,10 @@ from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
 
 from assets.common import Lane, check_result, from_store, partition, rounded
 from assets.partitions import SUMMARY_SESSIONS
-from fbe_pipeline import schemas
-from fbe_pipeline.backtest import trade_metrics
-from fbe_pipeline.checks import check_entry_timing
 from fbe_pipeline.pipeline import data_version, session_backtest, session_summary
+from fbe_pipeline.quality import schemas
+from fbe_pipeline.quality.checks import check_entry_timing
+from fbe_pipeline.research.backtest import trade_metrics
 from resources.fbe import RawStoreResource, ScoringConfigResource
 
 

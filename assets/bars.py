@@ -6,16 +6,16 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Output, asset
 
 from assets.common import Lane, check_result, partition
-from fbe_pipeline import schemas
-from fbe_pipeline.checks import (
+from fbe_pipeline.pipeline import data_version, session_bars, session_bounds
+from fbe_pipeline.quality import schemas
+from fbe_pipeline.quality.checks import (
     CheckOutcome,
     check_bar_times,
     check_ohlc_invariants,
     gap_report,
     vendor_match,
 )
-from fbe_pipeline.expectations import validate
-from fbe_pipeline.pipeline import data_version, session_bars, session_bounds
+from fbe_pipeline.quality.expectations import validate
 from resources.fbe import RawStoreResource
 
 

@@ -26,8 +26,8 @@ from dagster_pandera import pandera_schema_to_dagster_type
 from pandera.api.pandas.container import DataFrameSchema
 
 from assets.partitions import lookback
-from fbe_pipeline.checks import CheckOutcome
-from fbe_pipeline.instruments import Instrument, get_instrument
+from fbe_pipeline.market.instruments import Instrument, get_instrument
+from fbe_pipeline.quality.checks import CheckOutcome
 
 OWNERS = ["team:fbe-quant-data"]
 

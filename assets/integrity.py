@@ -7,9 +7,9 @@ from dagster import AssetCheckSpec, AssetExecutionContext, Output, asset, define
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from assets.common import check_result, table_asset
-from fbe_pipeline import schemas
-from fbe_pipeline.checks import CheckOutcome
-from fbe_pipeline.integrity import IntegrityReport, verify_store
+from fbe_pipeline.quality import schemas
+from fbe_pipeline.quality.checks import CheckOutcome
+from fbe_pipeline.storage.integrity import IntegrityReport, verify_store
 from resources.fbe import RawStoreResource
 
 _CHECKS = {

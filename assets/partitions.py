@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 from dagster import TimeWindowPartitionMapping, TimeWindowPartitionsDefinition
 
-from fbe_pipeline.instruments import Instrument
-from fbe_pipeline.sessions import session_table
+from fbe_pipeline.market.instruments import Instrument
+from fbe_pipeline.market.sessions import session_table
 
 # Look-backs in sessions: features warm up on the previous session; the regime percentile and
 # the walk-forward summary's in-sample period use the trailing 20 sessions (SPEC §3).

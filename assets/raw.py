@@ -19,11 +19,11 @@ from dagster import (
 
 from assets.common import Lane, check_result, partition
 from assets.partitions import partition_key
-from fbe_pipeline import schemas
-from fbe_pipeline.checks import check_raw_objects, check_ticks_in_session, clock_drift
-from fbe_pipeline.expectations import validate
-from fbe_pipeline.integrity import verify_partition
 from fbe_pipeline.pipeline import data_version, data_versions, prepare_raw_ticks, session_bounds
+from fbe_pipeline.quality import schemas
+from fbe_pipeline.quality.checks import check_raw_objects, check_ticks_in_session, clock_drift
+from fbe_pipeline.quality.expectations import validate
+from fbe_pipeline.storage.integrity import verify_partition
 from resources.fbe import RawStoreResource
 
 

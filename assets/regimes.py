@@ -5,8 +5,8 @@ from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
 
 from assets.common import Lane, from_store, partition
 from assets.partitions import REGIME_SESSIONS
-from fbe_pipeline import schemas
 from fbe_pipeline.pipeline import session_regimes
+from fbe_pipeline.quality import schemas
 
 
 def build_regime_tags(lane: Lane) -> AssetsDefinition:

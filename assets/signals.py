@@ -7,13 +7,17 @@ from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
 
 from assets.common import Lane, check_result, from_store, partition
 from assets.partitions import WARMUP_SESSIONS
-from fbe_pipeline import schemas
-from fbe_pipeline.checks import check_prefix_invariance, check_signal_timing, sample_cut_times
 from fbe_pipeline.pipeline import (
     session_features,
     session_scores,
     session_signals,
     warmup_window,
+)
+from fbe_pipeline.quality import schemas
+from fbe_pipeline.quality.checks import (
+    check_prefix_invariance,
+    check_signal_timing,
+    sample_cut_times,
 )
 from resources.fbe import RawStoreResource, ScoringConfigResource
 

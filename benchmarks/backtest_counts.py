@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from fbe_pipeline.config import ScoringConfig
-from fbe_pipeline.ingest import load_file
-from fbe_pipeline.instruments import get_instrument
+from fbe_pipeline.market.ingest import load_file
+from fbe_pipeline.market.instruments import get_instrument
+from fbe_pipeline.market.sample import SampleDataMissingError, sample_files
 from fbe_pipeline.pipeline import (
     NoSessionError,
     data_version,
@@ -40,8 +40,8 @@ from fbe_pipeline.pipeline import (
     session_scores,
     session_signals,
 )
-from fbe_pipeline.sample import SampleDataMissingError, sample_files
-from fbe_pipeline.store import LocalRawStore
+from fbe_pipeline.research.config import ScoringConfig
+from fbe_pipeline.storage.store import LocalRawStore
 
 
 @dataclass(frozen=True)

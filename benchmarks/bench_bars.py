@@ -1,10 +1,11 @@
-"""Throughput of :func:`fbe_pipeline.bars.build_bars` against an idiomatic pandas baseline.
+"""Throughput of :func:`fbe_pipeline.market.bars.build_bars` against an idiomatic pandas baseline.
 
 What is measured
 ----------------
 For each of the 5 real SPY trade-tick days in ``$FBE_SAMPLE_DATA/lean/spy/tick`` (default
-``../shared/data``), the ticks are read with :func:`fbe_pipeline.sources.lean.read_lean_trades`,
-given an aggressor side with :func:`fbe_pipeline.aggressor.resolve_sides` (reading and side
+``../shared/data``), the ticks are read with
+:func:`fbe_pipeline.market.sources.lean.read_lean_trades`,
+given an aggressor side with :func:`fbe_pipeline.market.aggressor.resolve_sides` (reading and side
 resolution are *not* timed), and turned into the XNYS regular session's 1-minute bars by
 
 * ``build_bars`` -- the numba kernel used by the pipeline, and
@@ -57,13 +58,13 @@ import numba
 import numpy as np
 import pandas as pd
 
-from fbe_pipeline import bars as bars_module
-from fbe_pipeline.aggressor import resolve_sides
-from fbe_pipeline.bars import BAR_COLUMNS, MAX_FILL_MINUTES, build_bars
-from fbe_pipeline.instruments import get_instrument
-from fbe_pipeline.sessions import NS_PER_MINUTE, session_for
+from fbe_pipeline.market import bars as bars_module
+from fbe_pipeline.market.aggressor import resolve_sides
+from fbe_pipeline.market.bars import BAR_COLUMNS, MAX_FILL_MINUTES, build_bars
+from fbe_pipeline.market.instruments import get_instrument
+from fbe_pipeline.market.sessions import NS_PER_MINUTE, session_for
+from fbe_pipeline.market.sources.lean import read_lean_trades
 from fbe_pipeline.settings import sample_data_dir
-from fbe_pipeline.sources.lean import read_lean_trades
 
 SYMBOL = "SPY"
 TARGET_RATIO = 20.0
@@ -79,7 +80,7 @@ def pandas_bars(
     session_open_ns: int,
     session_close_ns: int,
 ) -> pd.DataFrame:
-    """Reference implementation of :func:`fbe_pipeline.bars.build_bars` in plain pandas.
+    """Reference implementation of :func:`fbe_pipeline.market.bars.build_bars` in plain pandas.
 
     Same parameters, same output (columns, dtypes, values). Written the way the step would be
     written without a kernel: a time index, ``resample("1min")`` aggregations, ``reindex`` onto
@@ -193,7 +194,7 @@ def time_runs(fn: Callable[[], object], repeat: int) -> list[float]:
 
 
 def fresh_compile_seconds() -> dict[str, float]:
-    """Compile every numba kernel of :mod:`fbe_pipeline.bars` again from scratch, no cache.
+    """Compile every numba kernel of :mod:`fbe_pipeline.market.bars` again from scratch, no cache.
 
     Uses the signatures the warm-up calls compiled, so it measures exactly the JIT work a cold
     process without numba's on-disk cache pays.

@@ -2,7 +2,7 @@
 
 Writes N objects (default 1,000, each a Parquet frame of 1,000 synthetic ticks, ~15 KB) to a
 local raw store and to an S3 store served by moto's HTTP server on 127.0.0.1 (versioning and
-object lock on), then times :func:`fbe_pipeline.integrity.verify_store`, which lists every
+object lock on), then times :func:`fbe_pipeline.storage.integrity.verify_store`, which lists every
 version, reads every object and hashes it. Prints seconds per run and per 1,000 objects.
 
 Usage: ``python benchmarks/bench_integrity.py [N]``
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fbe_pipeline.integrity import verify_store
-from fbe_pipeline.store import LocalRawStore, RawStore, frame_to_parquet
+from fbe_pipeline.storage.integrity import verify_store
+from fbe_pipeline.storage.store import LocalRawStore, RawStore, frame_to_parquet
 
 
 def _objects(n: int) -> list[tuple[str, bytes]]:
@@ -72,7 +72,7 @@ def main() -> None:
 
     from moto.server import ThreadedMotoServer
 
-    from fbe_pipeline.store_s3 import S3RawStore, init_bucket
+    from fbe_pipeline.storage.store_s3 import S3RawStore, init_bucket
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")

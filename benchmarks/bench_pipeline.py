@@ -3,7 +3,8 @@
 What is measured
 ----------------
 The real sample data set (``$FBE_SAMPLE_DATA``, default ``../shared/data``) is loaded into a
-fresh, temporary ``FBE_HOME`` with :func:`fbe_pipeline.ingest.load_file` (as ``fbe load-sample``
+fresh, temporary ``FBE_HOME`` with :func:`fbe_pipeline.market.ingest.load_file` (as ``fbe
+load-sample``
 does). Then, in one process:
 
 1. **compute, warm-up pass** -- every partition computed by calling the domain functions
@@ -17,13 +18,14 @@ does). Then, in one process:
 
 The direct computation does, per partition in date order, what the asset bodies of
 ``assets/`` do with the domain functions of :mod:`fbe_pipeline.pipeline`: the raw objects'
-verification (:func:`fbe_pipeline.integrity.verify_partition`, reported on its own against the
+verification (:func:`fbe_pipeline.storage.integrity.verify_partition`, reported on its own against
+the
 job wall time), ``prepare_raw_ticks``,
 ``session_bars``, ``session_features`` (warm-up window from the previous sessions' bars kept in
 memory), ``session_scores``, ``session_signals``, ``session_regimes`` (features of the look-back
 window in memory), ``session_backtest`` and ``session_summary`` (trades of the look-back window
-in memory), plus every in-asset check (:mod:`fbe_pipeline.checks`,
-:func:`fbe_pipeline.expectations.validate`, the vendor-bar match with its store read, the
+in memory), plus every in-asset check (:mod:`fbe_pipeline.quality.checks`,
+:func:`fbe_pipeline.quality.expectations.validate`, the vendor-bar match with its store read, the
 prefix-invariance re-computations) and ``data_version``/``trade_metrics`` for the metadata. A
 failing blocking check skips the partition's downstream steps, as in a Dagster run.
 
@@ -114,12 +116,7 @@ def compute_all(
         what the Dagster run wrote to DuckDB.
     """
     from assets.partitions import REGIME_SESSIONS, SUMMARY_SESSIONS, WARMUP_SESSIONS
-    from fbe_pipeline import checks, schemas
-    from fbe_pipeline.backtest import trade_metrics
-    from fbe_pipeline.config import ScoringConfig
-    from fbe_pipeline.expectations import validate
-    from fbe_pipeline.instruments import get_instrument
-    from fbe_pipeline.integrity import verify_partition
+    from fbe_pipeline.market.instruments import get_instrument
     from fbe_pipeline.pipeline import (
         data_version,
         prepare_raw_ticks,
@@ -133,6 +130,11 @@ def compute_all(
         session_summary,
         warmup_window,
     )
+    from fbe_pipeline.quality import checks, schemas
+    from fbe_pipeline.quality.expectations import validate
+    from fbe_pipeline.research.backtest import trade_metrics
+    from fbe_pipeline.research.config import ScoringConfig
+    from fbe_pipeline.storage.integrity import verify_partition
 
     config = ScoringConfig.from_dict(json.loads(os.environ.get("FBE_SCORING_CONFIG") or "{}"))
     memory: dict[str, dict[str, dict[date, Any]]] = defaultdict(lambda: defaultdict(dict))
@@ -327,11 +329,11 @@ def run(home: str) -> int:
     import numpy as np
     import pandas as pd
 
-    from fbe_pipeline.ingest import load_file
-    from fbe_pipeline.instruments import get_instrument
-    from fbe_pipeline.sample import SampleDataMissingError, sample_files
+    from fbe_pipeline.market.ingest import load_file
+    from fbe_pipeline.market.instruments import get_instrument
+    from fbe_pipeline.market.sample import SampleDataMissingError, sample_files
     from fbe_pipeline.settings import paths, prepare_dagster_home
-    from fbe_pipeline.store import LocalRawStore
+    from fbe_pipeline.storage.store import LocalRawStore
 
     try:
         files = sample_files()
@@ -379,7 +381,7 @@ def run(home: str) -> int:
     compute = watch.total  # the pandera calls between the steps are timed apart
 
     # The direct path must have done the same work: compare with what the runs wrote.
-    from fbe_pipeline.warehouse import partition_summary
+    from fbe_pipeline.storage.warehouse import partition_summary
 
     written = {
         (str(r["symbol"]), str(r["date"])): (

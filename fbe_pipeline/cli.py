@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fbe_pipeline.ingest import FORMATS, load_file
-from fbe_pipeline.instruments import (
+from fbe_pipeline.market.ingest import FORMATS, load_file
+from fbe_pipeline.market.instruments import (
     Instrument,
     InstrumentError,
     get_instrument,
@@ -23,7 +23,7 @@ from fbe_pipeline.instruments import (
     register_instrument,
 )
 from fbe_pipeline.settings import paths, prepare_dagster_home
-from fbe_pipeline.store import LocalRawStore, RawStore, RawStoreError
+from fbe_pipeline.storage.store import LocalRawStore, RawStore, RawStoreError
 
 app = typer.Typer(add_completion=False, help="FBE, the False Breakout Engine.")
 # Wide enough for the summary table when output goes to a file or CI log.
@@ -106,7 +106,7 @@ def load(
 @app.command("load-sample")
 def load_sample() -> None:
     """Load every file of the real sample data set (``FBE_SAMPLE_DATA``)."""
-    from fbe_pipeline.sample import SampleDataMissingError, sample_files
+    from fbe_pipeline.market.sample import SampleDataMissingError, sample_files
 
     try:
         files = sample_files()
@@ -167,7 +167,7 @@ def summary() -> None:
     """Print ticks, bars, features, pokes, signals, trades, PnL and failed checks per symbol
     and day."""
     from fbe_pipeline.definitions import failed_checks
-    from fbe_pipeline.warehouse import partition_summary
+    from fbe_pipeline.storage.warehouse import partition_summary
 
     prepare_dagster_home()
     rows = partition_summary()
@@ -215,7 +215,7 @@ def storage_init(
     ] = 365,
 ) -> None:
     """Prepare the raw store: for S3, a bucket with versioning and object lock (re-runnable)."""
-    from fbe_pipeline.store_s3 import init_bucket
+    from fbe_pipeline.storage.store_s3 import init_bucket
     from resources.fbe import raw_store_from_env
 
     resource = raw_store_from_env(deferred=False)

@@ -23,9 +23,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from assets import Lane, lane_assets, lane_sources, make_lane
 from assets.integrity import integrity_job, raw_integrity
 from assets.partitions import partition_key
-from fbe_pipeline.instruments import load_instruments
+from fbe_pipeline.market.instruments import load_instruments
 from fbe_pipeline.settings import paths
-from fbe_pipeline.store import RawStore
+from fbe_pipeline.storage.store import RawStore
 from resources.duckdb_io import FbeDuckDBIOManager
 from resources.fbe import raw_store_from_env, scoring_from_env
 from sensors import automation_sensor, build_pipeline_job, integrity_schedule, pipeline_job_name

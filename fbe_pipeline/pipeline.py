@@ -10,18 +10,18 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from fbe_pipeline.aggressor import resolve_sides
-from fbe_pipeline.backtest import run_backtest, summarize
-from fbe_pipeline.bars import build_bars
-from fbe_pipeline.config import ScoringConfig
-from fbe_pipeline.features import compute_features
-from fbe_pipeline.frames import TICK_COLUMNS
-from fbe_pipeline.instruments import Instrument
-from fbe_pipeline.regimes import compute_regimes
-from fbe_pipeline.schemas import RAW_TICKS
-from fbe_pipeline.scoring import compute_scores, generate_signals
-from fbe_pipeline.sessions import session_for
-from fbe_pipeline.store import KINDS, RawStore
+from fbe_pipeline.market.aggressor import resolve_sides
+from fbe_pipeline.market.bars import build_bars
+from fbe_pipeline.market.frames import TICK_COLUMNS
+from fbe_pipeline.market.instruments import Instrument
+from fbe_pipeline.market.sessions import session_for
+from fbe_pipeline.quality.schemas import RAW_TICKS
+from fbe_pipeline.research.backtest import run_backtest, summarize
+from fbe_pipeline.research.config import ScoringConfig
+from fbe_pipeline.research.features import compute_features
+from fbe_pipeline.research.regimes import compute_regimes
+from fbe_pipeline.research.scoring import compute_scores, generate_signals
+from fbe_pipeline.storage.store import KINDS, RawStore
 
 # The raw_ticks table is exactly its pandera contract (column order included).
 RAW_TICK_TABLE_COLUMNS: tuple[str, ...] = tuple(RAW_TICKS.columns)
@@ -130,7 +130,7 @@ def prepare_raw_ticks(
 def session_bars(
     raw_ticks: pd.DataFrame, instrument: Instrument, trading_date: date
 ) -> pd.DataFrame:
-    """1-minute bars of one partition (:func:`fbe_pipeline.bars.build_bars`)."""
+    """1-minute bars of one partition (:func:`fbe_pipeline.market.bars.build_bars`)."""
     open_ns, close_ns = session_bounds(instrument, trading_date)
     return build_bars(raw_ticks, instrument.symbol, pd.Timestamp(trading_date), open_ns, close_ns)
 
@@ -157,7 +157,8 @@ def session_features(
 ) -> pd.DataFrame:
     """Features of one session's bars, warmed up on the previous session (no later bar read).
 
-    Returns the :data:`fbe_pipeline.features.FEATURE_COLUMNS` rows of ``trading_date`` only.
+    Returns the :data:`fbe_pipeline.research.features.FEATURE_COLUMNS` rows of ``trading_date``
+    only.
     """
     window = warmup_window(bars_window, trading_date)
     has_l2 = books is not None and not books.empty
@@ -167,12 +168,12 @@ def session_features(
 
 
 def session_scores(features: pd.DataFrame, config: ScoringConfig) -> pd.DataFrame:
-    """Scores of one session (:func:`fbe_pipeline.scoring.compute_scores`)."""
+    """Scores of one session (:func:`fbe_pipeline.research.scoring.compute_scores`)."""
     return compute_scores(features, config)
 
 
 def session_signals(scores: pd.DataFrame, config: ScoringConfig) -> pd.DataFrame:
-    """Signals of one session (:func:`fbe_pipeline.scoring.generate_signals`)."""
+    """Signals of one session (:func:`fbe_pipeline.research.scoring.generate_signals`)."""
     return generate_signals(scores, config)
 
 
@@ -196,7 +197,7 @@ def session_backtest(
     config: ScoringConfig,
     version: str,
 ) -> pd.DataFrame:
-    """Backtest trades of one session (:func:`fbe_pipeline.backtest.run_backtest`)."""
+    """Backtest trades of one session (:func:`fbe_pipeline.research.backtest.run_backtest`)."""
     return run_backtest(bars, features, signals, regimes, config, version)
 
 
@@ -207,7 +208,7 @@ def session_summary(
     config: ScoringConfig,
     version: str,
 ) -> pd.DataFrame:
-    """Walk-forward summary of one session (:func:`fbe_pipeline.backtest.summarize`)."""
+    """Walk-forward summary of one session (:func:`fbe_pipeline.research.backtest.summarize`)."""
     day = pd.Timestamp(trading_date)
     dates = pd.to_datetime(trades_window["trading_date"])
     return summarize(

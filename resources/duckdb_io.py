@@ -7,7 +7,8 @@ of those trading dates and inserts the new ones in one transaction, so a re-run 
 killed half-way) never leaves duplicates; reading an input selects the symbol's rows of the
 upstream partitions' dates (the look-back window). Unpartitioned assets (``raw_integrity``)
 replace their whole table. Tables are created up front from their pandera contracts
-(:data:`fbe_pipeline.schemas.ALL`), so an empty partition still leaves a typed, queryable table.
+(:data:`fbe_pipeline.quality.schemas.ALL`), so an empty partition still leaves a typed, queryable
+table.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import duckdb
 import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
-from fbe_pipeline.schemas import ALL
+from fbe_pipeline.quality.schemas import ALL
 
 SCHEMA = "main"
 _SQL_TYPES = {
@@ -45,7 +46,7 @@ def create_table_sql(schema: str, table: str) -> str:
     Raises
     ------
     KeyError
-        If the table has no contract in :data:`fbe_pipeline.schemas.ALL`.
+        If the table has no contract in :data:`fbe_pipeline.quality.schemas.ALL`.
     """
     contract = ALL[table]
     cols = ", ".join(

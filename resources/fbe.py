@@ -10,10 +10,10 @@ from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
 
-from fbe_pipeline.config import ScoringConfig
+from fbe_pipeline.research.config import ScoringConfig
 from fbe_pipeline.settings import fbe_home
-from fbe_pipeline.store import LocalRawStore, RawStore
-from fbe_pipeline.store_s3 import S3RawStore
+from fbe_pipeline.storage.store import LocalRawStore, RawStore
+from fbe_pipeline.storage.store_s3 import S3RawStore
 
 
 class RawStoreResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -57,7 +57,7 @@ class RawStoreResource(ConfigurableResource):  # type: ignore[type-arg]
         ).get_client()
 
     def get_store(self) -> RawStore:
-        """Return the configured :class:`~fbe_pipeline.store.RawStore`.
+        """Return the configured :class:`~fbe_pipeline.storage.store.RawStore`.
 
         Raises
         ------

@@ -10,11 +10,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fbe_pipeline.aggressor import resolve_sides
-from fbe_pipeline.bars import build_bars
-from fbe_pipeline.instruments import get_instrument
-from fbe_pipeline.sessions import session_for
-from fbe_pipeline.sources.lean import read_lean_minute_bars, read_lean_quotes, read_lean_trades
+from fbe_pipeline.market.aggressor import resolve_sides
+from fbe_pipeline.market.bars import build_bars
+from fbe_pipeline.market.instruments import get_instrument
+from fbe_pipeline.market.sessions import session_for
+from fbe_pipeline.market.sources.lean import (
+    read_lean_minute_bars,
+    read_lean_quotes,
+    read_lean_trades,
+)
 
 DATA = Path(
     os.environ.get("FBE_SAMPLE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -13,9 +13,9 @@ from dagster import DagsterInstance, materialize
 
 from assets import lane_assets, make_lane
 from assets.partitions import partition_key
-from fbe_pipeline.ingest import load_file
-from fbe_pipeline.instruments import get_instrument
-from fbe_pipeline.store import LocalRawStore
+from fbe_pipeline.market.ingest import load_file
+from fbe_pipeline.market.instruments import get_instrument
+from fbe_pipeline.storage.store import LocalRawStore
 from resources.duckdb_io import FbeDuckDBIOManager
 from resources.fbe import RawStoreResource, ScoringConfigResource
 from tests.realdata import require_data
@@ -176,7 +176,7 @@ def test_failed_blocking_check_stops_downstream_assets(
 
 
 def test_partition_summary_counts_each_table(materialized: tuple[Path, list[object]]) -> None:
-    from fbe_pipeline.warehouse import partition_summary
+    from fbe_pipeline.storage.warehouse import partition_summary
 
     home, _ = materialized
     rows = {r["date"]: r for r in partition_summary(home / "fbe.duckdb")}

@@ -17,9 +17,9 @@ from dagster import (
 )
 
 from fbe_pipeline.definitions import build_definitions, build_lanes, materialize_partitions
-from fbe_pipeline.ingest import load_file
-from fbe_pipeline.instruments import get_instrument
-from fbe_pipeline.store import LocalRawStore
+from fbe_pipeline.market.ingest import load_file
+from fbe_pipeline.market.instruments import get_instrument
+from fbe_pipeline.storage.store import LocalRawStore
 
 DAYS = (date(2013, 10, 7), date(2013, 10, 8), date(2013, 10, 9))
 

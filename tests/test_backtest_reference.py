@@ -1,8 +1,10 @@
 """Every backtest trade of the real sample data re-derived from the written rules.
 
-The reference below is written from the rules in the :mod:`fbe_pipeline.backtest` docstring and
-SPEC §3 only, in plain Python loops; it shares no code with :mod:`fbe_pipeline.backtest`,
-:mod:`fbe_pipeline.trade_rules` or :mod:`fbe_pipeline.slippage` (the slippage formula and its
+The reference below is written from the rules in the :mod:`fbe_pipeline.research.backtest`
+docstring and
+SPEC §3 only, in plain Python loops; it shares no code with :mod:`fbe_pipeline.research.backtest`,
+:mod:`fbe_pipeline.research.trade_rules` or :mod:`fbe_pipeline.research.slippage` (the slippage
+formula and its
 seeded uniform draw are re-implemented here). The inputs (bars, features, signals, regime tags)
 are built by the pipeline's domain functions, without Dagster.
 """
@@ -19,9 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbe_pipeline.config import ScoringConfig
-from fbe_pipeline.ingest import load_file
-from fbe_pipeline.instruments import get_instrument
+from fbe_pipeline.market.ingest import load_file
+from fbe_pipeline.market.instruments import get_instrument
+from fbe_pipeline.market.sample import sample_files
 from fbe_pipeline.pipeline import (
     NoSessionError,
     prepare_raw_ticks,
@@ -32,8 +34,8 @@ from fbe_pipeline.pipeline import (
     session_scores,
     session_signals,
 )
-from fbe_pipeline.sample import sample_files
-from fbe_pipeline.store import LocalRawStore
+from fbe_pipeline.research.config import ScoringConfig
+from fbe_pipeline.storage.store import LocalRawStore
 
 BAR_NS = 60_000_000_000
 SYMBOLS = ("BAC", "BTCUSDT", "ES", "GC", "SPY")

@@ -1,4 +1,5 @@
-"""Each backtest rule (SPEC §3, :mod:`fbe_pipeline.backtest` docstring) on hand-made bars."""
+"""Each backtest rule (SPEC §3, :mod:`fbe_pipeline.research.backtest` docstring) on hand-made
+bars."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbe_pipeline.backtest import run_backtest
-from fbe_pipeline.config import ScoringConfig
-from fbe_pipeline.slippage import slippage
-from fbe_pipeline.trade_rules import (
+from fbe_pipeline.research.backtest import run_backtest
+from fbe_pipeline.research.config import ScoringConfig
+from fbe_pipeline.research.slippage import slippage
+from fbe_pipeline.research.trade_rules import (
     bracket_levels,
     close_exit_reason,
     entry_decision,

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbe_pipeline.bars import build_bars, find_gaps
-from fbe_pipeline.checks import check_bar_times, check_ohlc_invariants, vendor_match
+from fbe_pipeline.market.bars import build_bars, find_gaps
+from fbe_pipeline.quality.checks import check_bar_times, check_ohlc_invariants, vendor_match
 from tests.realdata import DAYS, lean_bars, lean_reference, lean_ticks, session
 
 MIN = 60_000_000_000

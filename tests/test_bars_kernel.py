@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbe_pipeline.bars import BAR_COLUMNS, MAX_FILL_MINUTES, build_bars
+from fbe_pipeline.market.bars import BAR_COLUMNS, MAX_FILL_MINUTES, build_bars
 
 MIN = 60_000_000_000
 OPEN_NS = pd.Timestamp("2013-10-07 13:30", tz="UTC").value

@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from fbe_pipeline.cli import app
-from fbe_pipeline.store import LocalRawStore
+from fbe_pipeline.storage.store import LocalRawStore
 
 GOOD_CSV = (
     "timestamp,price,size,side\n"

@@ -7,10 +7,10 @@ duplicated, swapped, shuffled or cut, columns dropped, duplicated or swapped, ot
 CRLF, BOM, and byte flips / insertions / deletions / truncations of the file (and, for Lean,
 of the zip or of the CSV inside it; for DBN, of the plain or the zstd-compressed stream).
 
-Every input must end in one of two outcomes, through :func:`fbe_pipeline.ingest.load_file`:
+Every input must end in one of two outcomes, through :func:`fbe_pipeline.market.ingest.load_file`:
 
 * **loaded**: every stored object respects the loader rules (price > 0 and finite, size >= 0
-  and finite, timestamps 1990..now + 1 day, the frame layout of :mod:`fbe_pipeline.frames`),
+  and finite, timestamps 1990..now + 1 day, the frame layout of :mod:`fbe_pipeline.market.frames`),
   the manifest rows add up to the rows read, the store verifies; when only row order,
   duplication or deletion changed (plus CRLF line ends), the stored content equals the
   original rows mapped through the same row operations;
@@ -49,13 +49,13 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fbe_pipeline.frames import QUOTE_COLUMNS, REFERENCE_BAR_COLUMNS, TICK_COLUMNS
-from fbe_pipeline.ingest import load_file
-from fbe_pipeline.instruments import Instrument, get_instrument
-from fbe_pipeline.integrity import verify_store
-from fbe_pipeline.sources.checks import MIN_TS_NS, max_ts_ns
-from fbe_pipeline.sources.databento import _zstd_decompress
-from fbe_pipeline.store import LocalRawStore, RawStoreError
+from fbe_pipeline.market.frames import QUOTE_COLUMNS, REFERENCE_BAR_COLUMNS, TICK_COLUMNS
+from fbe_pipeline.market.ingest import load_file
+from fbe_pipeline.market.instruments import Instrument, get_instrument
+from fbe_pipeline.market.sources.checks import MIN_TS_NS, max_ts_ns
+from fbe_pipeline.market.sources.databento import _zstd_decompress
+from fbe_pipeline.storage.integrity import verify_store
+from fbe_pipeline.storage.store import LocalRawStore, RawStoreError
 
 
 @pytest.fixture(autouse=True)

@@ -28,8 +28,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from fbe_pipeline.integrity import verify_store
-from fbe_pipeline.store import LocalRawStore
+from fbe_pipeline.storage.integrity import verify_store
+from fbe_pipeline.storage.store import LocalRawStore
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = (

@@ -13,7 +13,7 @@ from dagster import AssetKey, PartitionMapping, TimeWindowPartitionMapping
 
 from assets import PIPELINE_TABLES, Lane, lane_assets, make_lane
 from fbe_pipeline.definitions import build_definitions
-from fbe_pipeline.instruments import get_instrument
+from fbe_pipeline.market.instruments import get_instrument
 from tests.realdata import sample_lanes
 
 LANES: list[Lane] = sample_lanes()  # type: ignore[assignment]
@@ -133,7 +133,7 @@ def test_domain_core_has_no_dagster_import(module: str) -> None:
 
 
 def test_every_table_asset_carries_kinds_owner_and_its_contract_columns() -> None:
-    from fbe_pipeline.schemas import ALL
+    from fbe_pipeline.quality.schemas import ALL
 
     graph = defs.resolve_asset_graph()
     for node in graph.asset_nodes:

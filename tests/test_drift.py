@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbe_pipeline.checks import clock_drift
-from fbe_pipeline.sources.tardis import read_tardis_trades
+from fbe_pipeline.market.sources.tardis import read_tardis_trades
+from fbe_pipeline.quality.checks import clock_drift
 
 
 def test_btcusdt_drift_figures(sample_data: Path) -> None:

@@ -16,11 +16,11 @@ import zstandard
 from typer.testing import CliRunner
 
 from fbe_pipeline.cli import app
-from fbe_pipeline.ingest import load_file
-from fbe_pipeline.instruments import get_instrument
-from fbe_pipeline.integrity import verify_store
-from fbe_pipeline.sources.databento import _zstd_decompress
-from fbe_pipeline.store import LocalRawStore
+from fbe_pipeline.market.ingest import load_file
+from fbe_pipeline.market.instruments import get_instrument
+from fbe_pipeline.market.sources.databento import _zstd_decompress
+from fbe_pipeline.storage.integrity import verify_store
+from fbe_pipeline.storage.store import LocalRawStore
 
 TARDIS = "tardis/tardis_binance-futures_BTCUSDT_{kind}_2020-02-22.csv"
 DBN = "databento/esh4-glbx-mdp3-20231225.mbo.dbn.zst"

@@ -9,19 +9,19 @@ import pandas as pd
 import pytest
 import talib
 
-from fbe_pipeline.backtest import run_backtest, trade_metrics
-from fbe_pipeline.checks import (
+from fbe_pipeline.market.instruments import get_instrument
+from fbe_pipeline.pipeline import session_features, session_regimes
+from fbe_pipeline.quality.checks import (
     check_entry_timing,
     check_prefix_invariance,
     check_signal_timing,
     sample_cut_times,
 )
-from fbe_pipeline.config import ScoringConfig
-from fbe_pipeline.features import compute_features, wilder_atr
-from fbe_pipeline.instruments import get_instrument
-from fbe_pipeline.pipeline import session_features, session_regimes
-from fbe_pipeline.scoring import compute_scores, generate_signals, signal_id
-from fbe_pipeline.slippage import seeded_uniform
+from fbe_pipeline.research.backtest import run_backtest, trade_metrics
+from fbe_pipeline.research.config import ScoringConfig
+from fbe_pipeline.research.features import compute_features, wilder_atr
+from fbe_pipeline.research.scoring import compute_scores, generate_signals, signal_id
+from fbe_pipeline.research.slippage import seeded_uniform
 from tests.realdata import lean_bars
 
 D1, D2 = date(2013, 10, 7), date(2013, 10, 8)

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbe_pipeline.ingest import load_file
-from fbe_pipeline.instruments import get_instrument
-from fbe_pipeline.store import LocalRawStore
+from fbe_pipeline.market.ingest import load_file
+from fbe_pipeline.market.instruments import get_instrument
+from fbe_pipeline.storage.store import LocalRawStore
 
 NS_PER_MS = 1_000_000
 

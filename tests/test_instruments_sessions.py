@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from fbe_pipeline.instruments import (
+from fbe_pipeline.market.instruments import (
     Instrument,
     InstrumentError,
     get_instrument,
     load_instruments,
     register_instrument,
 )
-from fbe_pipeline.sessions import assign_trading_dates, session_for, session_table
+from fbe_pipeline.market.sessions import assign_trading_dates, session_for, session_table
 
 
 def _ns(text: str) -> int:

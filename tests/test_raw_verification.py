@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from fbe_pipeline.ingest import load_file
-from fbe_pipeline.instruments import get_instrument
-from fbe_pipeline.integrity import verify_partition, verify_store
-from fbe_pipeline.store import (
+from fbe_pipeline.market.ingest import load_file
+from fbe_pipeline.market.instruments import get_instrument
+from fbe_pipeline.storage.integrity import verify_partition, verify_store
+from fbe_pipeline.storage.store import (
     LocalRawStore,
     ManifestConflictError,
     TamperedObjectError,

@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from fbe_pipeline.ingest import load_file
-from fbe_pipeline.instruments import get_instrument
-from fbe_pipeline.store import sha256_bytes
-from fbe_pipeline.store_s3 import MANIFEST_PREFIX, S3RawStore
+from fbe_pipeline.market.ingest import load_file
+from fbe_pipeline.market.instruments import get_instrument
+from fbe_pipeline.storage.store import sha256_bytes
+from fbe_pipeline.storage.store_s3 import MANIFEST_PREFIX, S3RawStore
 from resources.fbe import RawStoreResource
 
 

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from assets import lane_assets, make_lane
 from assets.integrity import raw_integrity
 from assets.partitions import partition_key
-from fbe_pipeline.ingest import load_file
-from fbe_pipeline.instruments import get_instrument
-from fbe_pipeline.integrity import verify_store
-from fbe_pipeline.store import LocalRawStore, ObjectExistsError, frame_to_parquet
-from fbe_pipeline.store_s3 import S3RawStore, init_bucket
+from fbe_pipeline.market.ingest import load_file
+from fbe_pipeline.market.instruments import get_instrument
+from fbe_pipeline.storage.integrity import verify_store
+from fbe_pipeline.storage.store import LocalRawStore, ObjectExistsError, frame_to_parquet
+from fbe_pipeline.storage.store_s3 import S3RawStore, init_bucket
 from resources.duckdb_io import FbeDuckDBIOManager
 from resources.fbe import RawStoreResource, ScoringConfigResource
 

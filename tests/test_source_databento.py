@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import zstandard
 
-from fbe_pipeline.frames import BOOK_COLUMNS, BOOK_LEVELS, TICK_COLUMNS
-from fbe_pipeline.sources.databento import SEQ_STRIDE, read_databento_mbo
+from fbe_pipeline.market.frames import BOOK_COLUMNS, BOOK_LEVELS, TICK_COLUMNS
+from fbe_pipeline.market.sources.databento import SEQ_STRIDE, read_databento_mbo
 
 DATA_DIR = Path(
     os.environ.get("FBE_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbe_pipeline.frames import QUOTE_COLUMNS, REFERENCE_BAR_COLUMNS, TICK_COLUMNS
-from fbe_pipeline.sources.lean import (
+from fbe_pipeline.market.frames import QUOTE_COLUMNS, REFERENCE_BAR_COLUMNS, TICK_COLUMNS
+from fbe_pipeline.market.sources.lean import (
     condition_eligibility,
     parse_condition_bits,
     read_lean_minute_bars,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fbe_pipeline.store import (
+from fbe_pipeline.storage.store import (
     LocalRawStore,
     ObjectExistsError,
     ObjectMissingError,

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from fbe_pipeline.config import ScoringConfig
+from fbe_pipeline.research.config import ScoringConfig
 
 
 def seeded_uniform(key: str, low: float = 0.5, high: float = 1.5) -> float:

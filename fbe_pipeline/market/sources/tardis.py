@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from fbe_pipeline.frames import QUOTE_COLUMNS, TICK_COLUMNS
-from fbe_pipeline.sources.checks import (
+from fbe_pipeline.market.frames import QUOTE_COLUMNS, TICK_COLUMNS
+from fbe_pipeline.market.sources.checks import (
     check_non_negative,
     check_positive,
     check_timestamps,
@@ -84,7 +84,7 @@ def read_tardis_trades(path: Path | str, symbol: str) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        :data:`~fbe_pipeline.frames.TICK_COLUMNS`, one row per trade, ordered by
+        :data:`~fbe_pipeline.market.frames.TICK_COLUMNS`, one row per trade, ordered by
         ``(ts_event, seq)``; ``ts_event``/``ts_recv`` in ns UTC, ``side`` the taker side
         (``unknown`` where Tardis gives none), ``seq`` the exchange trade id.
 
@@ -96,7 +96,7 @@ def read_tardis_trades(path: Path | str, symbol: str) -> pd.DataFrame:
         Message starting with the file's name: empty or not UTF-8 or malformed CSV, missing
         columns, a price not finite and > 0, a size not finite and >= 0, a timestamp or id
         that is not an integer, or a timestamp before 1990 or after now + 1 day. A header
-        without rows gives an empty frame (:func:`fbe_pipeline.ingest.load_file` refuses it).
+        without rows gives an empty frame (:func:`fbe_pipeline.market.ingest.load_file` refuses it).
     """
     raw = _read(path, _TRADE_HEADER)
     name = Path(path).name
@@ -140,7 +140,8 @@ def read_tardis_quotes(path: Path | str, symbol: str) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        :data:`~fbe_pipeline.frames.QUOTE_COLUMNS`, ordered by ``ts_event``; ``seq`` is the row
+        :data:`~fbe_pipeline.market.frames.QUOTE_COLUMNS`, ordered by ``ts_event``; ``seq`` is the
+        row
         number in the file; prices float64 in quote currency, amounts float64 in base units,
         both NaN for a side left empty in the file.
 

@@ -1,6 +1,6 @@
 """Instruments as configuration: symbol, exchange calendar, time zone, session and tick size.
 
-The shipped list is ``fbe_pipeline/instruments.yaml``; instruments registered on this machine
+The shipped list is ``fbe_pipeline/market/instruments.yaml``; instruments registered on this machine
 (``fbe load ... --calendar``) live in ``$FBE_HOME/instruments.yaml`` and are merged over it.
 """
 

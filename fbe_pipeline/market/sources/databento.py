@@ -1,7 +1,7 @@
 """Reader for Databento DBN files of the MBO (market-by-order, L3) schema.
 
 Maps one DBN MBO file to FBE's raw trade ticks and to top-5 L2 book snapshots rebuilt from the
-order-by-order events (column layouts: :mod:`fbe_pipeline.frames`, SPEC §2).
+order-by-order events (column layouts: :mod:`fbe_pipeline.market.frames`, SPEC §2).
 
 Source conventions (Databento documentation: "Market by order (MBO)" schema,
 https://databento.com/docs/schemas/mbo; "Common fields, enums and types" for ``action``,
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import zstandard
 
-from fbe_pipeline.frames import BOOK_COLUMNS, BOOK_LEVELS, TICK_COLUMNS
+from fbe_pipeline.market.frames import BOOK_COLUMNS, BOOK_LEVELS, TICK_COLUMNS
 
 __all__ = ["SEQ_STRIDE", "SOURCE", "read_databento_mbo"]
 
@@ -111,7 +111,8 @@ def read_databento_mbo(path: Path | str, symbol: str) -> tuple[pd.DataFrame, pd.
         several instruments of which ``symbol`` does not select one, or has a record with an
         undefined or out-of-int64 ``ts_event``, an out-of-int64 ``ts_recv``, a non-positive
         price on an ``A``/``M``/``T`` record or no price on an ``A``/``M`` record. (The
-        calendar range of the timestamps is checked by :func:`fbe_pipeline.ingest.load_file`.)
+        calendar range of the timestamps is checked by
+        :func:`fbe_pipeline.market.ingest.load_file`.)
 
     Notes
     -----

@@ -1,6 +1,7 @@
 """Backtest of the false-breakout fade (SPEC §3), one session at a time.
 
-The per-trade rules live in :mod:`fbe_pipeline.trade_rules` (shared with paper trading); this
+The per-trade rules live in :mod:`fbe_pipeline.research.trade_rules` (shared with paper trading);
+this
 module walks a session's signals and bars with them. The rules below alone reproduce every
 trade (``tests/test_backtest_reference.py`` re-derives them independently). Prices are in the
 instrument's currency per unit, timestamps UTC, a bar ``t`` covers ``[t, t + 60 s)``.
@@ -21,7 +22,8 @@ instrument's currency per unit, timestamps UTC, a bar ``t`` covers ``[t, t + 60 
    stop``); an open at or beyond either level skips the signal. The slipped fill is not used
    (its random draw is unknown before the order is sent), so it may lie beyond the target.
 5. **Entry fill**: ``entry_price = open + side * slip_in`` with ``slip_in`` =
-   :func:`fbe_pipeline.slippage.slippage` of the open, the signal bar's ``vol_ratio`` and the
+   :func:`fbe_pipeline.research.slippage.slippage` of the open, the signal bar's ``vol_ratio`` and
+   the
    key ``signal_id``. ``entry_time = max(decision_time + execution_latency_ms, entry bar ts +
    1 ns)``, always strictly after the decision.
 6. **Exit scan**, bar by bar from the entry bar (included), first match wins:
@@ -57,9 +59,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from fbe_pipeline.config import ScoringConfig
-from fbe_pipeline.slippage import slippage
-from fbe_pipeline.trade_rules import (
+from fbe_pipeline.research.config import ScoringConfig
+from fbe_pipeline.research.slippage import slippage
+from fbe_pipeline.research.trade_rules import (
     bracket_levels,
     entry_decision,
     entry_fill,
@@ -148,7 +150,7 @@ def run_backtest(
     bars, features, regimes : pandas.DataFrame
         One session's bars (sorted by ``ts``), features and regime tags, aligned on ``ts``.
     signals : pandas.DataFrame
-        That session's signals (:data:`fbe_pipeline.scoring.SIGNAL_COLUMNS`).
+        That session's signals (:data:`fbe_pipeline.research.scoring.SIGNAL_COLUMNS`).
     config : ScoringConfig
         Latency, stop buffer, time stop, costs and slippage parameters.
     data_version : str

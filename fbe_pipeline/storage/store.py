@@ -12,7 +12,7 @@ duplicates) never raises while it is scanned: :class:`ManifestScan` keeps the da
 integrity job, and a key with two different records is trusted by nobody.
 
 Backends implement :class:`RawStore`; the local directory backend needs nothing. The S3 backend
-(:mod:`fbe_pipeline.store_s3`) plugs in behind the same interface.
+(:mod:`fbe_pipeline.storage.store_s3`) plugs in behind the same interface.
 """
 
 from __future__ import annotations

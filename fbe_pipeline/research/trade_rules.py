@@ -1,7 +1,8 @@
 """Per-trade rules of the false-breakout fade (SPEC §3), shared by the backtest and paper trading.
 
 Everything here is a pure function of numbers known at the moment the rule applies, so the
-backtest (:mod:`fbe_pipeline.backtest`, a loop over a session's bars) and a paper broker (bar by
+backtest (:mod:`fbe_pipeline.research.backtest`, a loop over a session's bars) and a paper broker
+(bar by
 bar, as each bar opens and closes) make the same decisions and fills:
 
 1. :func:`bracket_levels` -- stop and target of a signal, or ``None`` when the signal cannot
@@ -9,7 +10,7 @@ bar, as each bar opens and closes) make the same decisions and fills:
 2. :func:`entry_decision` -- enter or skip, from the levels and the entry bar's open only
    (never from the slipped fill, whose random draw is not known before the order is sent).
 3. :func:`entry_fill` / :func:`exit_fill` -- a reference price moved against the trade by the
-   slippage of :mod:`fbe_pipeline.slippage`.
+   slippage of :mod:`fbe_pipeline.research.slippage`.
 4. :func:`exit_on_bar` -- does this bar's open / high / low close the trade at its stop or
    target, and at which reference price; :func:`close_exit_reason` -- does the trade close at
    this bar's close (time stop, session end); :func:`scan_exit` runs both over a bar sequence.
@@ -134,7 +135,7 @@ def entry_fill(side: int, reference: float, slip: float) -> float:
     """Entry fill price: ``reference + side * slip`` (a long pays more, a short gets less).
 
     ``reference`` is the entry bar's open and ``slip`` (>= 0) the slippage of
-    :func:`fbe_pipeline.slippage.slippage`, both price currency.
+    :func:`fbe_pipeline.research.slippage.slippage`, both price currency.
     """
     _check_side(side)
     return reference + side * slip

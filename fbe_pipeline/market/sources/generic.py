@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from fbe_pipeline.frames import TICK_COLUMNS
-from fbe_pipeline.sources.checks import (
+from fbe_pipeline.market.frames import TICK_COLUMNS
+from fbe_pipeline.market.sources.checks import (
     check_non_negative,
     check_positive,
     check_timestamps,
@@ -111,7 +111,8 @@ def read_generic_trades(path: Path | str, symbol: str, fmt: str) -> pd.DataFrame
     Returns
     -------
     pandas.DataFrame
-        :data:`~fbe_pipeline.frames.TICK_COLUMNS` ordered by ``(ts_event, seq)``; ``source`` is
+        :data:`~fbe_pipeline.market.frames.TICK_COLUMNS` ordered by ``(ts_event, seq)``; ``source``
+        is
         ``fmt``; every print is OHLC- and volume-eligible.
 
     Raises
@@ -123,7 +124,7 @@ def read_generic_trades(path: Path | str, symbol: str, fmt: str) -> pd.DataFrame
         corrupt Parquet), missing or duplicated columns, unparsable, zone-less or absurd
         timestamps (before 1990 or after now + 1 day), a price not finite and > 0, a size not
         finite and >= 0, a non-integer ``seq``, or an unknown side. A file without rows is
-        returned as an empty frame; :func:`fbe_pipeline.ingest.load_file` refuses it.
+        returned as an empty frame; :func:`fbe_pipeline.market.ingest.load_file` refuses it.
     """
     path = Path(path)
     if not path.exists():

@@ -6,7 +6,8 @@ header and times as milliseconds since local midnight of that date in the data's
 10,000 (deci-cents); futures prices are plain. The layouts are those of Lean's ``Tick`` and
 ``TradeBar`` readers (QuantConnect/Lean, ``Common/Data/Market/Tick.cs``, ``TradeBar.cs``).
 
-Every reader returns exactly the columns of :mod:`fbe_pipeline.frames` with the dtypes documented
+Every reader returns exactly the columns of :mod:`fbe_pipeline.market.frames` with the dtypes
+documented
 there. Nothing is written anywhere.
 
 Trade eligibility
@@ -73,8 +74,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from fbe_pipeline.frames import QUOTE_COLUMNS, REFERENCE_BAR_COLUMNS, TICK_COLUMNS
-from fbe_pipeline.sources.checks import max_ts_ns
+from fbe_pipeline.market.frames import QUOTE_COLUMNS, REFERENCE_BAR_COLUMNS, TICK_COLUMNS
+from fbe_pipeline.market.sources.checks import max_ts_ns
 
 __all__ = [
     "LEAN_FLAGS",
@@ -233,7 +234,8 @@ def read_lean_trades(
     Returns
     -------
     pandas.DataFrame
-        Shape ``(n_rows, 12)``, columns :data:`fbe_pipeline.frames.TICK_COLUMNS`, one row per CSV
+        Shape ``(n_rows, 12)``, columns :data:`fbe_pipeline.market.frames.TICK_COLUMNS`, one row
+        per CSV
         row in file order (index ``0..n-1``):
 
         - ``symbol`` (object str);
@@ -319,7 +321,7 @@ def read_lean_quotes(path: str | Path, symbol: str, tz: str, price_scale: float)
     Returns
     -------
     pandas.DataFrame
-        Shape ``(n_kept, 10)``, columns :data:`fbe_pipeline.frames.QUOTE_COLUMNS`:
+        Shape ``(n_kept, 10)``, columns :data:`fbe_pipeline.market.frames.QUOTE_COLUMNS`:
         ``ts_event`` int64 ns UTC; ``ts_recv`` Int64 all ``<NA>``; ``bid_px``/``ask_px``
         (float64, price currency, NaN for the side the row does not carry); ``bid_sz``/``ask_sz``
         (float64, shares, NaN likewise); ``source`` ``"lean"``; ``seq`` int64, the 0-based row
@@ -390,7 +392,7 @@ def read_lean_minute_bars(
     Returns
     -------
     pandas.DataFrame
-        Shape ``(n_bars, 7)``, columns :data:`fbe_pipeline.frames.REFERENCE_BAR_COLUMNS`:
+        Shape ``(n_bars, 7)``, columns :data:`fbe_pipeline.market.frames.REFERENCE_BAR_COLUMNS`:
         ``ts`` (int64 ns UTC, bar open; the bar covers ``[ts, ts + 60 s)``), ``open``,
         ``high``, ``low``, ``close`` (float64, price currency), ``volume`` (float64, shares or
         contracts), in file order.

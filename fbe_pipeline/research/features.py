@@ -92,7 +92,7 @@ def book_churn(bar_ts: np.ndarray, books: pd.DataFrame | None) -> np.ndarray:
     bar_ts : numpy.ndarray
         int64 ns UTC bar open times, shape (n,), increasing.
     books : pandas.DataFrame or None
-        L2 snapshots (:data:`fbe_pipeline.frames.BOOK_COLUMNS`).
+        L2 snapshots (:data:`fbe_pipeline.market.frames.BOOK_COLUMNS`).
 
     Returns
     -------
@@ -127,7 +127,7 @@ def compute_features(
     Parameters
     ----------
     bars : pandas.DataFrame
-        Bars (:data:`fbe_pipeline.bars.BAR_COLUMNS`) of one symbol, warm-up bars first, in
+        Bars (:data:`fbe_pipeline.market.bars.BAR_COLUMNS`) of one symbol, warm-up bars first, in
         strictly increasing ``ts``.
     books : pandas.DataFrame, optional
         L2 snapshots for ``book_churn``.

@@ -109,7 +109,7 @@ def compute_regimes(
     Parameters
     ----------
     features_today : pandas.DataFrame
-        Features (:data:`fbe_pipeline.features.FEATURE_COLUMNS`) of one session, bar order.
+        Features (:data:`fbe_pipeline.research.features.FEATURE_COLUMNS`) of one session, bar order.
     history_atr : numpy.ndarray
         float64 ``atr14`` values of up to :data:`TRAILING_SESSIONS` earlier sessions.
     tz, windows

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from fbe_pipeline.sessions import NS_PER_MINUTE
+from fbe_pipeline.market.sessions import NS_PER_MINUTE
 
 MAX_FILL_MINUTES = 2
 
@@ -74,9 +74,9 @@ def build_bars(
     Parameters
     ----------
     ticks : pandas.DataFrame
-        Raw ticks (:data:`fbe_pipeline.frames.TICK_COLUMNS`) plus the int8 aggressor sign
+        Raw ticks (:data:`fbe_pipeline.market.frames.TICK_COLUMNS`) plus the int8 aggressor sign
         ``side_sign`` (+1 buy, -1 sell, 0 unknown) from
-        :func:`fbe_pipeline.aggressor.resolve_sides`. Ticks outside
+        :func:`fbe_pipeline.market.aggressor.resolve_sides`. Ticks outside
         ``[session_open_ns, session_close_ns)`` are ignored. Need not be sorted.
     symbol : str
         Written to the ``symbol`` column.

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from fbe_pipeline.checks import CheckOutcome
+from fbe_pipeline.quality.checks import CheckOutcome
 
 log = logging.getLogger(__name__)
 

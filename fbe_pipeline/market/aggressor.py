@@ -47,7 +47,7 @@ def consolidated_quotes(quotes: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     quotes : pandas.DataFrame
-        L1 quotes (:data:`fbe_pipeline.frames.QUOTE_COLUMNS`), NaN for a side a row does not
+        L1 quotes (:data:`fbe_pipeline.market.frames.QUOTE_COLUMNS`), NaN for a side a row does not
         carry.
 
     Returns
@@ -89,7 +89,7 @@ def resolve_sides(ticks: pd.DataFrame, quotes: pd.DataFrame | None = None) -> pd
     Parameters
     ----------
     ticks : pandas.DataFrame
-        Raw ticks (:data:`fbe_pipeline.frames.TICK_COLUMNS`) sorted by ``(ts_event, seq)``.
+        Raw ticks (:data:`fbe_pipeline.market.frames.TICK_COLUMNS`) sorted by ``(ts_event, seq)``.
     quotes : pandas.DataFrame, optional
         L1 quotes of the same symbol and day.
 

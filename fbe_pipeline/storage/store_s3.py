@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
-from fbe_pipeline.store import (
+from fbe_pipeline.storage.store import (
     KINDS,
     ManifestEntry,
     ManifestScan,

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 
-from fbe_pipeline.store import (
+from fbe_pipeline.storage.store import (
     KINDS,
     ManifestEntry,
     ObjectMissingError,

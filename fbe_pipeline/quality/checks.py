@@ -12,8 +12,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from fbe_pipeline.bars import find_gaps
-from fbe_pipeline.integrity import Finding
+from fbe_pipeline.market.bars import find_gaps
+from fbe_pipeline.storage.integrity import Finding
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def vendor_match(
     bars : pandas.DataFrame
         Our bars of one session.
     reference : pandas.DataFrame
-        Vendor bars (:data:`fbe_pipeline.frames.REFERENCE_BAR_COLUMNS`, ``ts`` int64 ns).
+        Vendor bars (:data:`fbe_pipeline.market.frames.REFERENCE_BAR_COLUMNS`, ``ts`` int64 ns).
     open_ns, close_ns : int
         Session bounds, ns UTC; only reference bars inside are compared.
     min_volume_share, min_ohlc_share : float
@@ -289,7 +289,8 @@ def clock_drift(ticks: pd.DataFrame, threshold_ms: float = 100.0) -> CheckOutcom
 
 def check_raw_objects(findings: list[Finding], symbol: str, trading_date: date) -> CheckOutcome:
     """The ``raw_objects_verified`` check of a partition from the findings of
-    :func:`fbe_pipeline.integrity.verify_partition`: passed when there are none; metadata names
+    :func:`fbe_pipeline.storage.integrity.verify_partition`: passed when there are none; metadata
+    names
     each offending key with the expected and actual SHA-256 and size (bytes)."""
     rows = [asdict(f) for f in findings[:50]]
     summary = "; ".join(f"{f.problem}: {f.key}" for f in findings[:5])

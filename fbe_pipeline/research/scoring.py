@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fbe_pipeline.config import ScoringConfig
+from fbe_pipeline.research.config import ScoringConfig
 
 NS_PER_MS = 1_000_000
 BAR_NS = 60_000_000_000
@@ -50,7 +50,7 @@ def compute_scores(features: pd.DataFrame, config: ScoringConfig) -> pd.DataFram
     Parameters
     ----------
     features : pandas.DataFrame
-        Output of :func:`fbe_pipeline.features.compute_features`.
+        Output of :func:`fbe_pipeline.research.features.compute_features`.
     config : ScoringConfig
         Thresholds and weights.
 

@@ -15,7 +15,7 @@ import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 
-from fbe_pipeline.instruments import Instrument
+from fbe_pipeline.market.instruments import Instrument
 
 NS_PER_MINUTE = 60_000_000_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.pandas import Check, Column, DataFrameSchema
 
-from fbe_pipeline.integrity import MANIFEST_PROBLEMS, OBJECT_PROBLEMS
+from fbe_pipeline.storage.integrity import MANIFEST_PROBLEMS, OBJECT_PROBLEMS
 
 _TS = "datetime64[ns, UTC]"
 _DATE = "datetime64[ns]"

@@ -1,7 +1,9 @@
 """Load vendor files into the immutable raw store, one object per trading date (SPEC §2).
 
-Every format is read by its reader in :mod:`fbe_pipeline.sources` into FBE's raw frames, split by
-the instrument's trading date (:func:`fbe_pipeline.sessions.assign_trading_dates`) and written
+Every format is read by its reader in :mod:`fbe_pipeline.market.sources` into FBE's raw frames,
+split by
+the instrument's trading date (:func:`fbe_pipeline.market.sessions.assign_trading_dates`) and
+written
 as write-once Parquet objects named after the source file and its SHA-256, so loading the same
 file twice stores nothing new.
 """
@@ -16,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fbe_pipeline.instruments import Instrument
-from fbe_pipeline.sessions import assign_trading_dates
-from fbe_pipeline.sources.checks import check_timestamps
-from fbe_pipeline.store import RawStore, frame_to_parquet, object_key, sha256_file
+from fbe_pipeline.market.instruments import Instrument
+from fbe_pipeline.market.sessions import assign_trading_dates
+from fbe_pipeline.market.sources.checks import check_timestamps
+from fbe_pipeline.storage.store import RawStore, frame_to_parquet, object_key, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ def read_source(fmt: str, path: Path, instrument: Instrument) -> dict[str, pd.Da
     -------
     dict[str, pandas.DataFrame]
         Some of ``ticks``, ``books``, ``quotes``, ``refbars`` with the layouts of
-        :mod:`fbe_pipeline.frames`.
+        :mod:`fbe_pipeline.market.frames`.
 
     Raises
     ------
@@ -83,7 +85,7 @@ def read_source(fmt: str, path: Path, instrument: Instrument) -> dict[str, pd.Da
     """
     symbol = instrument.symbol
     if fmt.startswith("lean-"):
-        from fbe_pipeline.sources import lean
+        from fbe_pipeline.market.sources import lean
 
         tz, scale = _lean_params(instrument)
         if fmt == "lean-trades":
@@ -93,20 +95,20 @@ def read_source(fmt: str, path: Path, instrument: Instrument) -> dict[str, pd.Da
         if fmt == "lean-minute":
             return {"refbars": lean.read_lean_minute_bars(path, symbol, tz, scale)}
     if fmt == "tardis-trades":
-        from fbe_pipeline.sources.tardis import read_tardis_trades
+        from fbe_pipeline.market.sources.tardis import read_tardis_trades
 
         return {"ticks": read_tardis_trades(path, symbol)}
     if fmt == "tardis-quotes":
-        from fbe_pipeline.sources.tardis import read_tardis_quotes
+        from fbe_pipeline.market.sources.tardis import read_tardis_quotes
 
         return {"quotes": read_tardis_quotes(path, symbol)}
     if fmt == "databento-mbo":
-        from fbe_pipeline.sources.databento import read_databento_mbo
+        from fbe_pipeline.market.sources.databento import read_databento_mbo
 
         ticks, books = read_databento_mbo(path, symbol)
         return {"ticks": ticks, "books": books}
     if fmt in ("csv", "parquet"):
-        from fbe_pipeline.sources.generic import read_generic_trades
+        from fbe_pipeline.market.sources.generic import read_generic_trades
 
         return {"ticks": read_generic_trades(path, symbol, fmt)}
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -141,7 +143,7 @@ def load_file(
         the file's name) when the file yields no rows at all (``"no rows"``: a header-only CSV,
         an empty Parquet file, an empty Lean zip entry, a DBN file without records), or when a
         timestamp is before 1990-01-01 UTC or after now + 1 day.
-    fbe_pipeline.store.ObjectExistsError
+    fbe_pipeline.storage.store.ObjectExistsError
         If an object would be overwritten with different content.
     """
     path = Path(path)

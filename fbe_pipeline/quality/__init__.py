@@ -1,0 +1,3 @@
+"""Quality: the correctness checks, Great Expectations suites and pandera contracts of every table.
+
+Plain Python on pandas/numpy/numba/DuckDB: no Dagster import."""

@@ -1,0 +1,3 @@
+"""Research: features, scoring and signals, regimes, slippage, the trade rules and the backtest.
+
+Plain Python on pandas/numpy/numba/DuckDB: no Dagster import."""

@@ -1,5 +1,0 @@
-"""Readers that map vendor files to FBE's raw frames (SPEC §2).
-
-Each reader returns frames with exactly the columns of :mod:`fbe_pipeline.frames`; nothing here
-writes to the raw store.
-"""
