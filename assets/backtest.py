@@ -1,11 +1,20 @@
 """``backtest_trades`` and ``backtest_summary`` (walk-forward)."""
 
 from collections.abc import Iterator
+from datetime import date
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
+from dagster import AssetExecutionContext, AssetsDefinition, asset
 
-from assets.common import Lane, check_result, from_store, partition, rounded
+from assets.common import (
+    Lane,
+    SessionResult,
+    emit,
+    from_store,
+    instrument_of,
+    rounded,
+    sessions,
+)
 from assets.partitions import SUMMARY_SESSIONS
 from fbe_pipeline.pipeline import data_version, session_backtest, session_summary
 from fbe_pipeline.quality import schemas
@@ -40,27 +49,28 @@ def build_backtest_trades(lane: Lane) -> AssetsDefinition:
         scoring: ScoringConfigResource,
         raw_store: RawStoreResource,
     ) -> Iterator[object]:
-        """Simulated trades of the session's signals, with slippage and costs."""
-        day, instrument = partition(context)
+        """Simulated trades of each session's signals, with slippage and costs."""
+        instrument = instrument_of(context)
         config = scoring.get_config()
-        version = data_version(raw_store.get_store(), instrument.symbol, day)
-        trades = session_backtest(
-            from_store(bars_1m),
-            from_store(features),
-            from_store(signals),
-            from_store(regime_tags),
-            config,
-            version,
-        )
-        yield Output(
-            trades,
-            metadata={
-                **rounded({k: float(v) for k, v in trade_metrics(trades).items()}),
-                "config_version": config.version,
-                "data_version": version,
-            },
-        )
-        yield check_result("entry_after_decision", check_entry_timing(trades))
+        store = raw_store.get_store()
+        inputs = [from_store(f) for f in (bars_1m, features, signals, regime_tags)]
+        days = sessions(context)
+
+        def one(day: date) -> SessionResult:
+            version = data_version(store, instrument.symbol, day)
+            bars, feats, sigs, regimes = (lane.window(f, day) for f in inputs)
+            trades = session_backtest(bars, feats, sigs, regimes, config, version)
+            return SessionResult(
+                trades,
+                {
+                    **rounded({k: float(v) for k, v in trade_metrics(trades).items()}),
+                    "config_version": config.version,
+                    "data_version": version,
+                },
+                {"entry_after_decision": (check_entry_timing(trades), False)},
+            )
+
+        yield from emit(days, [one(d) for d in days])
 
     return backtest_trades
 
@@ -77,13 +87,23 @@ def build_backtest_summary(lane: Lane) -> AssetsDefinition:
         backtest_trades: pd.DataFrame,
         scoring: ScoringConfigResource,
         raw_store: RawStoreResource,
-    ) -> Output[pd.DataFrame]:
+    ) -> Iterator[object]:
         """Walk-forward metrics: the earlier sessions of the look-back in-sample, this session
         out-of-sample; overall and by volatility regime and session tag."""
-        day, instrument = partition(context)
+        instrument = instrument_of(context)
         config = scoring.get_config()
-        version = data_version(raw_store.get_store(), instrument.symbol, day)
-        out = session_summary(from_store(backtest_trades), instrument.symbol, day, config, version)
-        return Output(out, metadata={"config_version": config.version, "data_version": version})
+        store = raw_store.get_store()
+        trades = from_store(backtest_trades)
+        days = sessions(context)
+
+        def one(day: date) -> SessionResult:
+            version = data_version(store, instrument.symbol, day)
+            window = lane.window(trades, day, SUMMARY_SESSIONS)
+            out = session_summary(window, instrument.symbol, day, config, version)
+            return SessionResult(
+                out, {"config_version": config.version, "data_version": version}, {}
+            )
+
+        yield from emit(days, [one(d) for d in days])
 
     return backtest_summary

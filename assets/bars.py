@@ -1,11 +1,12 @@
 """``bars_1m``: 1-minute OHLCV bars with their blocking invariants and reports."""
 
 from collections.abc import Iterator
+from datetime import date
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Output, asset
+from dagster import AssetExecutionContext, AssetsDefinition, asset
 
-from assets.common import Lane, check_result, partition
+from assets.common import Lane, SessionResult, emit, instrument_of, sessions
 from fbe_pipeline.pipeline import data_version, session_bars, session_bounds
 from fbe_pipeline.quality import schemas
 from fbe_pipeline.quality.checks import (
@@ -59,38 +60,44 @@ def build_bars_1m(lane: Lane) -> AssetsDefinition:
     def bars_1m(
         context: AssetExecutionContext, raw_ticks: pd.DataFrame, raw_store: RawStoreResource
     ) -> Iterator[object]:
-        """1-minute bars of the session, labelled by open time (UTC), visible at close; short
+        """1-minute bars of each session, labelled by open time (UTC), visible at close; short
         gaps (<= 2 min) filled flat at the previous close, longer gaps reported."""
-        day, instrument = partition(context)
-        bars = session_bars(raw_ticks, instrument, day)
-        open_ns, close_ns = session_bounds(instrument, day)
+        instrument = instrument_of(context)
         store = raw_store.get_store()
+        days = sessions(context)
+
+        def one(day: date) -> SessionResult:
+            bars = session_bars(lane.window(raw_ticks, day), instrument, day)
+            open_ns, close_ns = session_bounds(instrument, day)
+            reference = store.read_partition("refbars", instrument.symbol, day)
+            vendor = (
+                CheckOutcome(passed=True, metadata={"reference_bars": 0, "note": "no vendor bars"})
+                if reference is None
+                else vendor_match(bars, reference, open_ns, close_ns)
+            )
+            return SessionResult(
+                bars,
+                {
+                    "data_version": data_version(store, instrument.symbol, day),
+                    "bars": len(bars),
+                    "filled_bars": int(bars["is_filled"].sum()),
+                    "volume": float(bars["volume"].sum()),
+                },
+                {
+                    "ohlc_invariants": (check_ohlc_invariants(bars), False),
+                    "bar_times_strictly_ordered_unique": (
+                        check_bar_times(bars, open_ns, close_ns),
+                        False,
+                    ),
+                    "bars_expectations": (validate(bars, "bars_1m"), False),
+                    "gap_report": (gap_report(bars, open_ns, close_ns), True),
+                    "vendor_reference_match": (vendor, True),
+                },
+            )
+
+        results = [one(d) for d in days]
         # Bars are a pure function of the raw objects: their digest is the bar revision, so a
         # late file yields a new revision on re-materialization instead of an in-place edit.
-        revision = data_version(store, instrument.symbol, day)
-        yield Output(
-            bars,
-            data_version=DataVersion(revision),
-            metadata={
-                "data_version": revision,
-                "bars": len(bars),
-                "filled_bars": int(bars["is_filled"].sum()),
-                "volume": float(bars["volume"].sum()),
-            },
-        )
-        yield check_result("ohlc_invariants", check_ohlc_invariants(bars))
-        yield check_result(
-            "bar_times_strictly_ordered_unique", check_bar_times(bars, open_ns, close_ns)
-        )
-        yield check_result("bars_expectations", validate(bars, "bars_1m"))
-        yield check_result("gap_report", gap_report(bars, open_ns, close_ns), warn=True)
-        reference = store.read_partition("refbars", instrument.symbol, day)
-        if reference is None:
-            outcome = CheckOutcome(
-                passed=True, metadata={"reference_bars": 0, "note": "no vendor bars"}
-            )
-        else:
-            outcome = vendor_match(bars, reference, open_ns, close_ns)
-        yield check_result("vendor_reference_match", outcome, warn=True)
+        yield from emit(days, results, str(results[0].metadata["data_version"]))
 
     return bars_1m

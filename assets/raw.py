@@ -1,7 +1,7 @@
 """``raw_ticks``: one session's ticks from the immutable raw store, verified before use."""
 
 from collections.abc import Iterator
-from dataclasses import asdict
+from datetime import date
 
 import pandas as pd
 from dagster import (
@@ -11,17 +11,29 @@ from dagster import (
     DataVersionsByPartition,
     Failure,
     MetadataValue,
-    Output,
     SourceAsset,
     asset,
     observable_source_asset,
 )
 
-from assets.common import Lane, check_result, partition
+from assets.common import (
+    Lane,
+    SessionResult,
+    check_result,
+    combine,
+    emit,
+    instrument_of,
+    sessions,
+)
 from assets.partitions import partition_key
 from fbe_pipeline.pipeline import data_version, data_versions, prepare_raw_ticks, session_bounds
 from fbe_pipeline.quality import schemas
-from fbe_pipeline.quality.checks import check_raw_objects, check_ticks_in_session, clock_drift
+from fbe_pipeline.quality.checks import (
+    CheckOutcome,
+    check_raw_objects,
+    check_ticks_in_session,
+    clock_drift,
+)
 from fbe_pipeline.quality.expectations import validate
 from fbe_pipeline.storage.integrity import verify_partition
 from resources.fbe import RawStoreResource
@@ -93,39 +105,50 @@ def build_raw_ticks(lane: Lane) -> AssetsDefinition:
         ],
     )
     def raw_ticks(context: AssetExecutionContext, raw_store: RawStoreResource) -> Iterator[object]:
-        """Session ticks of one trading day, read from the write-once raw objects, with the
+        """Session ticks of each trading day, read from the write-once raw objects, with the
         aggressor side resolved (source, Lee-Ready, or tick rule) and clock drift in ms.
 
         The raw objects are verified first: when one differs from its manifest entry, is
-        missing from it, or the session has no tick object left, the ``raw_objects_verified``
-        check fails and the step fails, so nothing of this session is materialized from
-        untrusted bytes."""
-        day, instrument = partition(context)
+        missing from it, or a session has no tick object left, the ``raw_objects_verified``
+        check fails and the step fails, so nothing is materialized from untrusted bytes."""
+        instrument = instrument_of(context)
         store = raw_store.get_store()
         symbol = instrument.symbol
-        findings = verify_partition(store, symbol, day)
-        verified = check_raw_objects(findings, symbol, day)
-        if findings:
-            yield check_result("raw_objects_verified", verified)
+        days = sessions(context)
+        verified = [check_raw_objects(verify_partition(store, symbol, d), symbol, d) for d in days]
+        refused = combine(verified, days)
+        if not refused.passed:
+            yield check_result("raw_objects_verified", refused)
+            summary = "; ".join(str(o.metadata["summary"]) for o in verified if not o.passed)
+            objects = [row for o in verified for row in o.metadata["objects"]]  # type: ignore[attr-defined]
             raise Failure(
-                description=f"raw data of {symbol} {day} refused: {verified.metadata['summary']}",
-                metadata={"objects": MetadataValue.json([asdict(f) for f in findings[:50]])},
+                description=f"raw data of {symbol} refused: {summary}",
+                metadata={"objects": MetadataValue.json(objects[:50])},
             )
-        ticks, counts = prepare_raw_ticks(store, instrument, day)
-        open_ns, close_ns = session_bounds(instrument, day)
-        yield Output(
-            ticks,
-            metadata={
-                **counts,
-                "data_version": data_version(store, symbol, day),
-                "side_methods": ticks["side_method"].value_counts().to_dict(),
-                "session_open": str(pd.Timestamp(open_ns, tz="UTC")),
-                "session_close": str(pd.Timestamp(close_ns, tz="UTC")),
-            },
-        )
-        yield check_result("raw_objects_verified", verified)
-        yield check_result("ticks_within_session", check_ticks_in_session(ticks, open_ns, close_ns))
-        yield check_result("raw_ticks_expectations", validate(ticks, "raw_ticks"))
-        yield check_result("clock_drift", clock_drift(ticks), warn=True)
+
+        def one(day: date, outcome: CheckOutcome) -> SessionResult:
+            ticks, counts = prepare_raw_ticks(store, instrument, day)
+            open_ns, close_ns = session_bounds(instrument, day)
+            return SessionResult(
+                ticks,
+                {
+                    **counts,
+                    "data_version": data_version(store, symbol, day),
+                    "side_methods": ticks["side_method"].value_counts().to_dict(),
+                    "session_open": str(pd.Timestamp(open_ns, tz="UTC")),
+                    "session_close": str(pd.Timestamp(close_ns, tz="UTC")),
+                },
+                {
+                    "raw_objects_verified": (outcome, False),
+                    "ticks_within_session": (
+                        check_ticks_in_session(ticks, open_ns, close_ns),
+                        False,
+                    ),
+                    "raw_ticks_expectations": (validate(ticks, "raw_ticks"), False),
+                    "clock_drift": (clock_drift(ticks), True),
+                },
+            )
+
+        yield from emit(days, [one(d, o) for d, o in zip(days, verified, strict=True)])
 
     return raw_ticks

@@ -1,11 +1,12 @@
 """``features`` -> ``scores`` -> ``signals``, each with a blocking prefix-invariance check."""
 
 from collections.abc import Iterator
+from datetime import date
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
+from dagster import AssetExecutionContext, AssetsDefinition, asset
 
-from assets.common import Lane, check_result, from_store, partition
+from assets.common import Lane, SessionResult, emit, from_store, instrument_of, sessions
 from assets.partitions import WARMUP_SESSIONS
 from fbe_pipeline.pipeline import (
     session_features,
@@ -43,24 +44,31 @@ def build_features(lane: Lane) -> AssetsDefinition:
     ) -> Iterator[object]:
         """ATR14 (Wilder), 20-bar range, poke, wick, volume and delta ratios and book churn of
         each bar, warmed up on the previous session's bars."""
-        day, instrument = partition(context)
-        books = raw_store.get_store().read_partition("books", instrument.symbol, day)
-        window = warmup_window(from_store(bars_1m), day)
-        feats = session_features(window, day, books)
-        yield Output(
-            feats,
-            metadata={
-                "bars": len(feats),
-                "warmup_bars": len(window) - len(feats),
-                "pokes": int((feats["poke"] != "none").sum()),
-                "has_l2": bool(feats["has_l2"].any()) if len(feats) else False,
-            },
-        )
-        cuts = sample_cut_times(feats["ts"])
-        yield check_result(
-            "features_prefix_invariance",
-            check_prefix_invariance(window, lambda b: session_features(b, day, books), cuts, feats),
-        )
+        symbol = instrument_of(context).symbol
+        store = raw_store.get_store()
+        bars = from_store(bars_1m)
+        days = sessions(context)
+
+        def one(day: date) -> SessionResult:
+            books = store.read_partition("books", symbol, day)
+            window = warmup_window(lane.window(bars, day, WARMUP_SESSIONS), day)
+            feats = session_features(window, day, books)
+            cuts = sample_cut_times(feats["ts"])
+            invariance = check_prefix_invariance(
+                window, lambda b: session_features(b, day, books), cuts, feats
+            )
+            return SessionResult(
+                feats,
+                {
+                    "bars": len(feats),
+                    "warmup_bars": len(window) - len(feats),
+                    "pokes": int((feats["poke"] != "none").sum()),
+                    "has_l2": bool(feats["has_l2"].any()) if len(feats) else False,
+                },
+                {"features_prefix_invariance": (invariance, False)},
+            )
+
+        yield from emit(days, [one(d) for d in days])
 
     return features
 
@@ -85,20 +93,26 @@ def build_scores(lane: Lane) -> AssetsDefinition:
     ) -> Iterator[object]:
         """False-breakout score (0-100) of every bar; 0 off poke bars."""
         config = scoring.get_config()
-        feats = from_store(features)
-        out = session_scores(feats, config)
-        yield Output(
-            out,
-            metadata={
-                "config_version": config.version,
-                "max_score": round(float(out["score"].max() or 0), 2),
-            },
-        )
-        cuts = sample_cut_times(out["ts"])
-        yield check_result(
-            "scores_prefix_invariance",
-            check_prefix_invariance(feats, lambda f: session_scores(f, config), cuts, out),
-        )
+        all_feats = from_store(features)
+        days = sessions(context)
+
+        def one(day: date) -> SessionResult:
+            feats = lane.window(all_feats, day)
+            out = session_scores(feats, config)
+            cuts = sample_cut_times(out["ts"])
+            invariance = check_prefix_invariance(
+                feats, lambda f: session_scores(f, config), cuts, out
+            )
+            return SessionResult(
+                out,
+                {
+                    "config_version": config.version,
+                    "max_score": round(float(out["score"].max() or 0), 2),
+                },
+                {"scores_prefix_invariance": (invariance, False)},
+            )
+
+        yield from emit(days, [one(d) for d in days])
 
     return scores
 
@@ -130,14 +144,25 @@ def build_signals(lane: Lane) -> AssetsDefinition:
         """Fade signals where the score reaches the trigger; deterministic ids, decision at or
         after the bar close."""
         config = scoring.get_config()
-        sc = from_store(scores)
-        out = session_signals(sc, config)
-        yield Output(out, metadata={"signals": len(out), "config_version": config.version})
-        cuts = sample_cut_times(sc["ts"])
-        yield check_result(
-            "signals_prefix_invariance",
-            check_prefix_invariance(sc, lambda s: session_signals(s, config), cuts, out),
-        )
-        yield check_result("decision_after_bar_close", check_signal_timing(out))
+        all_scores = from_store(scores)
+        days = sessions(context)
+
+        def one(day: date) -> SessionResult:
+            sc = lane.window(all_scores, day)
+            out = session_signals(sc, config)
+            cuts = sample_cut_times(sc["ts"])
+            invariance = check_prefix_invariance(
+                sc, lambda s: session_signals(s, config), cuts, out
+            )
+            return SessionResult(
+                out,
+                {"signals": len(out), "config_version": config.version},
+                {
+                    "signals_prefix_invariance": (invariance, False),
+                    "decision_after_bar_close": (check_signal_timing(out), False),
+                },
+            )
+
+        yield from emit(days, [one(d) for d in days])
 
     return signals

@@ -192,3 +192,33 @@ def test_partition_summary_counts_each_table(materialized: tuple[Path, list[obje
             "select sum(pnl) from backtest_trades where trading_date = '2013-10-08'"
         ).fetchone()[0]
     assert day["pnl"] == pytest.approx(pnl)
+
+
+def test_a_batched_run_writes_the_same_tables_as_one_run_per_session(
+    materialized: tuple[Path, list[object]],
+) -> None:
+    from dagster import Definitions, define_asset_job
+
+    home, _ = materialized
+    job = define_asset_job("batched", selection=PIPELINE_ASSETS)
+    batched = Definitions(
+        assets=PIPELINE_ASSETS, jobs=[job], resources=_resources(home, "b.duckdb")
+    )
+    result = batched.resolve_job_def("batched").execute_in_process(
+        instance=DagsterInstance.ephemeral(),
+        tags={
+            "dagster/asset_partition_range_start": partition_key(D1),
+            "dagster/asset_partition_range_end": partition_key(D2),
+        },
+    )
+    assert result.success
+    assert {e.check_name for e in result.get_asset_check_evaluations() if not e.passed} == set()
+    tables = ["raw_ticks", "bars_1m", "features", "scores", "signals", "regime_tags"]
+    tables += ["backtest_trades", "backtest_summary"]
+    for table in tables:
+        frames = []
+        for db in ("fbe.duckdb", "b.duckdb"):
+            with duckdb.connect(str(home / db), read_only=True) as con:
+                frames.append(con.execute(f"select * from {table} order by all").fetchdf())
+        assert len(frames[0]) > 0, table
+        pd.testing.assert_frame_equal(frames[0], frames[1], obj=table)

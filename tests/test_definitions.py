@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, PartitionMapping, TimeWindowPartitionMapping
+from dagster import AssetKey, Definitions, PartitionMapping, TimeWindowPartitionMapping
 
 from assets import PIPELINE_TABLES, Lane, lane_assets, make_lane
 from fbe_pipeline.definitions import build_definitions
@@ -172,3 +172,8 @@ def test_loading_the_code_location_prints_no_warning(tmp_path: Path) -> None:
         check=True,
     )
     assert "Warning" not in done.stderr, done.stderr[-2000:]
+
+
+def test_the_code_location_with_several_lanes_validates() -> None:
+    # Every lane's assets share one Dagster type per contract; two of one name would not load.
+    Definitions.validate_loadable(defs)
