@@ -13,7 +13,6 @@ Data: two SPY days (Lean trades) and the Tardis BTCUSDT trades, i.e. three parti
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import sqlite3
@@ -28,20 +27,13 @@ import duckdb
 import pandas as pd
 import pytest
 
+from assets import PIPELINE_TABLES
 from fbe_pipeline.storage.integrity import verify_store
 from fbe_pipeline.storage.store import LocalRawStore
+from tests.processes import cli_env
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = (
-    "raw_ticks",
-    "bars_1m",
-    "features",
-    "scores",
-    "signals",
-    "regime_tags",
-    "backtest_trades",
-    "backtest_summary",
-)
+TABLES = PIPELINE_TABLES
 SYMBOLS = ("--symbol", "SPY", "--symbol", "BTCUSDT")
 # SIGKILL of ``fbe`` from inside, right after the Nth raw object is linked into place (before
 # its manifest record is appended): the narrowest window of the local store's write.
@@ -96,14 +88,7 @@ class Run:
 
 
 def _env(home: Path, sample: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FBE_", "DAGSTER_"))}
-    env.update(
-        FBE_HOME=str(home),
-        FBE_SAMPLE_DATA=str(sample),
-        FBE_SCORING_CONFIG='{"trigger_score": 30}',
-        FBE_LOG_LEVEL="WARNING",
-    )
-    return env
+    return cli_env(home, sample, FBE_LOG_LEVEL="WARNING")
 
 
 def _load_commands(sample: Path) -> list[tuple[str, ...]]:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import cli_env
+
 REPO = Path(__file__).resolve().parents[1]
 STOP_WITHIN = 10.0
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
@@ -134,13 +136,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, loaded_s
 
 
 def _env(home: Path, sample: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FBE_", "DAGSTER_"))}
-    env.update(
-        FBE_HOME=str(home),
-        FBE_SAMPLE_DATA=str(sample),
-        FBE_SCORING_CONFIG='{"trigger_score": 30}',
-    )
-    return env
+    return cli_env(home, sample)
 
 
 def _copy_raw(source: Path, tmp_path: Path) -> Path:
