@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 from collections.abc import Iterable
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 from dagster import (
@@ -99,6 +102,20 @@ def known_partitions(store: RawStore, instance: DagsterInstance) -> set[tuple[st
     return known
 
 
+def dagster_instance() -> DagsterInstance:
+    """The Dagster instance in ``DAGSTER_HOME``, opened under a file lock there: the first open
+    creates its SQLite tables, and two processes doing that at once fail
+    (``table alembic_version already exists``)."""
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".instance.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return DagsterInstance.get()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class NothingToMaterializeError(LookupError):
     """No partition with raw data matches the requested symbols and dates."""
 
@@ -129,7 +146,7 @@ def materialize_partitions(
     NothingToMaterializeError
         When no session with raw ticks matches the symbols and dates.
     """
-    instance = DagsterInstance.get()
+    instance = dagster_instance()
     known = known_partitions(store, instance)
     lanes = {lane.symbol: lane for lane in build_lanes(known)}
     definitions = build_definitions(list(lanes.values()))
@@ -207,7 +224,7 @@ def failed_checks(store: RawStore) -> dict[tuple[str, str], list[str]]:
         AssetCheckExecutionRecordStatus,
     )
 
-    instance = DagsterInstance.get()
+    instance = dagster_instance()
     graph = build_definitions(build_lanes(known_partitions(store, instance))).resolve_asset_graph()
     blocking = {
         c.key: c.blocking
@@ -246,12 +263,11 @@ def run_integrity() -> tuple[bool, pd.DataFrame]:
     (bool, pandas.DataFrame)
         Whether every integrity check passed, and the findings (``problem``, ``key``).
     """
-    from dagster import DagsterInstance
 
     result = (
         build_definitions(lanes=[])
         .resolve_job_def(integrity_job.name)
-        .execute_in_process(instance=DagsterInstance.get(), run_config=_QUIET, raise_on_error=False)
+        .execute_in_process(instance=dagster_instance(), run_config=_QUIET, raise_on_error=False)
     )
     if not result.success:
         raise RuntimeError(f"integrity run {result.run_id} failed: {_failure(result)}")

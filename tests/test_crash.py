@@ -314,6 +314,31 @@ def test_concurrent_materialize(tmp_path: Path, clean: Clean) -> None:
     _assert_tables_equal(run.home, clean)
 
 
+def test_concurrent_materialize_on_a_new_home(tmp_path: Path, clean: Clean) -> None:
+    """Two ``fbe materialize`` at once on a home with only its raw store (no Dagster instance,
+    no DuckDB file yet): both create what they need without tripping on each other."""
+    home = tmp_path / "fbe_home"
+    shutil.copytree(clean.run.home / "raw", home / "raw")
+    run = Run(home, clean.run.env | {"FBE_HOME": str(home)})
+    args = ("materialize", *SYMBOLS)
+    procs = [
+        subprocess.Popen(
+            run.cmd(*args),
+            env=run.env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for proc, out in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out
+    _assert_store_intact(run, clean)
+    _assert_tables_equal(run.home, clean)
+
+
 def test_manifest_record_count_matches_json(clean: Clean) -> None:
     """The kill-point probe counts manifest records by newline; check it against the parser."""
     lines = (clean.run.home / "raw" / "manifest.jsonl").read_text().splitlines()
