@@ -38,8 +38,8 @@ import duckdb
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = ("raw_ticks", "bars_1m", "features", "scores", "signals", "regime_tags")
-TABLES += ("backtest_trades", "backtest_summary")
+TABLES: tuple[str, ...] = ("raw_ticks", "bars_1m", "features", "scores", "signals")
+TABLES += ("regime_tags", "backtest_trades", "backtest_summary")
 LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $params) {
