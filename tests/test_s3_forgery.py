@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -146,6 +146,8 @@ def test_delete_markers_on_data_and_manifest_keys_are_findings_and_change_no_res
     manifest_key = MANIFEST_PREFIX + entry.key + ".json"
     client.delete_object(Bucket=store.bucket, Key=entry.key)
     client.delete_object(Bucket=store.bucket, Key=manifest_key)
+    # Listing the sessions (names only, no GET) still sees the hidden manifest object.
+    assert store.partitions("ticks") == [("SPY", date(2013, 10, 7))]
 
     again = runner.invoke(cli.app, ["materialize"])
 

@@ -194,3 +194,21 @@ def test_keys_filters_manifest_by_prefix_sorted(store: LocalRawStore) -> None:
         "ticks/SPY/2013/10/07/m",
         "ticks/SPY/2013/10/07/z",
     ]
+
+
+def test_partitions_of_keys_ignores_what_is_not_a_raw_object_key() -> None:
+    from fbe_pipeline.storage.store import partitions_of
+
+    keys = [
+        "ticks/SPY/2013/10/08/a.parquet",
+        "ticks/SPY/2013/10/07/b.parquet",
+        "ticks/SPY/2013/10/07/c.parquet",
+        "quotes/BAC/2013/10/07/q.parquet",
+        "ticks/SPY/2013/10/notes.txt",
+        "_manifest/ticks/SPY/2013/10/09/x.parquet",
+    ]
+    assert partitions_of(keys) == [
+        ("BAC", DAY),
+        ("SPY", DAY),
+        ("SPY", date(2013, 10, 8)),
+    ]

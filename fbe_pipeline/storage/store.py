@@ -24,6 +24,7 @@ import os
 import re
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -189,6 +190,17 @@ def object_key(kind: str, symbol: str, trading_date: date, name: str) -> str:
     if "/" in name or not name:
         raise ValueError(f"bad object name {name!r}")
     return f"{kind}/{symbol}/{trading_date:%Y/%m/%d}/{name}"
+
+
+def partitions_of(keys: Iterable[str]) -> list[tuple[str, date]]:
+    """Sorted distinct ``(symbol, trading_date)`` of object keys in the raw store layout
+    (``<kind>/<symbol>/YYYY/MM/DD/<name>``); other keys are ignored."""
+    found: set[tuple[str, date]] = set()
+    for key in keys:
+        if _KEY.fullmatch(key):
+            _, symbol, y, m, d, _ = key.split("/")
+            found.add((symbol, date(int(y), int(m), int(d))))
+    return sorted(found, key=lambda p: (p[1], p[0]))
 
 
 def check_key(key: str) -> str:
@@ -424,12 +436,9 @@ class RawStore(ABC):
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def partitions(self, kind: str = "ticks") -> list[tuple[str, date]]:
-        """Return the sorted distinct ``(symbol, trading_date)`` pairs holding ``kind`` objects."""
-        found: set[tuple[str, date]] = set()
-        for entry in self.scan_manifest(kind + "/").entries():
-            parts = entry.key.split("/")
-            found.add((parts[1], date(int(parts[2]), int(parts[3]), int(parts[4]))))
-        return sorted(found, key=lambda p: (p[1], p[0]))
+        """Return the sorted distinct ``(symbol, trading_date)`` pairs holding ``kind`` objects
+        (by their manifest keys; the objects themselves are verified when read)."""
+        return partitions_of(e.key for e in self.scan_manifest(kind + "/").entries())
 
 
 class LocalRawStore(RawStore):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from datetime import date
 from typing import Any
 
 from fbe_pipeline.storage.store import (
@@ -29,6 +30,7 @@ from fbe_pipeline.storage.store import (
     RawStore,
     RawStoreError,
     StoredObject,
+    partitions_of,
     sha256_bytes,
 )
 
@@ -227,6 +229,17 @@ class S3RawStore(RawStore):
             scan.records.append(entry)
         scan.records.sort(key=lambda e: (e.written_at, e.key))
         return scan
+
+    def partitions(self, kind: str = "ticks") -> list[tuple[str, date]]:
+        """Sessions holding ``kind`` objects, from the names of the manifest objects' versions
+        alone (a delete marker hides none, as in :meth:`scan_manifest`): LIST requests only, no
+        GET per record, so loading the code location stays cheap on a large bucket."""
+        skip = len(self.prefix) + len(MANIFEST_PREFIX)
+        names: list[str] = []
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._k(MANIFEST_PREFIX + kind)):
+            names += [v["Key"][skip:].removesuffix(".json") for v in page.get("Versions", [])]
+        return partitions_of(names)
 
     def read_version(self, key: str, version_id: str = "") -> bytes:
         args: dict[str, str] = {"Bucket": self.bucket, "Key": self._k(key)}
