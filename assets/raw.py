@@ -1,6 +1,7 @@
 """``raw_ticks``: one session's ticks from the immutable raw store, verified before use."""
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import date
 
 import pandas as pd
@@ -115,15 +116,16 @@ def build_raw_ticks(lane: Lane) -> AssetsDefinition:
         store = raw_store.get_store()
         symbol = instrument.symbol
         days = sessions(context)
-        verified = [check_raw_objects(verify_partition(store, symbol, d), symbol, d) for d in days]
+        findings = {d: verify_partition(store, symbol, d) for d in days}
+        verified = [check_raw_objects(findings[d], symbol, d) for d in days]
         refused = combine(verified, days)
         if not refused.passed:
             yield check_result("raw_objects_verified", refused)
-            summary = "; ".join(str(o.metadata["summary"]) for o in verified if not o.passed)
-            objects = [row for o in verified for row in o.metadata["objects"]]  # type: ignore[attr-defined]
+            bad = [(d, f) for d in days for f in findings[d]]
+            summary = "; ".join(f"{d} {f.problem}: {f.key}" for d, f in bad[:5])
             raise Failure(
                 description=f"raw data of {symbol} refused: {summary}",
-                metadata={"objects": MetadataValue.json(objects[:50])},
+                metadata={"objects": MetadataValue.json([asdict(f) for _, f in bad[:50]])},
             )
 
         def one(day: date, outcome: CheckOutcome) -> SessionResult:
