@@ -258,6 +258,29 @@ def demo() -> None:
     summary()
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8001,
+) -> None:
+    """Run the live tick ingest service (TradingView webhook, signed /v1/ticks, /metrics).
+
+    Needs FBE_WEBHOOK_PASSPHRASE and FBE_INGEST_HMAC_KEY (exit 2 when unset); lands accepted
+    ticks in $FBE_HOME/landing.
+    """
+    import uvicorn
+
+    from fbe_pipeline.live.app import create_app
+    from fbe_pipeline.live.settings import IngestSettings, SettingsError
+
+    try:
+        settings = IngestSettings.from_env()
+    except SettingsError as exc:
+        err.print(f"[red]cannot start the ingest service:[/red] {exc}")
+        raise typer.Exit(2) from None
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     """Entry point with logging configured, Dagster's beta-API warnings silenced, and SIGTERM
     and SIGINT (Ctrl-C) stopping the whole command.

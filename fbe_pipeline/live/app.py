@@ -1,0 +1,393 @@
+"""The ingest HTTP service: ``create_app(settings) -> FastAPI``.
+
+Owns the endpoints ``POST /webhook/tradingview`` (passphrase in the alert), ``POST /v1/ticks``
+(``FBE-Signature`` HMAC-SHA256, Stripe's scheme), ``GET /healthz`` and ``GET /metrics``
+(Prometheus text, a registry per app), the authentication, body limit, validation and the
+metrics. Storage is :class:`~.landing.LandingLog`. Imported by the CLI (``fbe serve``) and tests.
+
+Every request is stamped ``ts_recv`` (ns UTC) on arrival. Accepted ticks are fsynced to the
+landing log before the 200; refused requests get a 4xx with a JSON :class:`~.models.ErrorResponse`
+and are dead-lettered (with any ``passphrase`` value redacted). Both endpoints are all-or-nothing
+per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from fbe_pipeline.live.landing import LandingLog
+from fbe_pipeline.live.models import (
+    ErrorItem,
+    ErrorResponse,
+    IngestResponse,
+    LandedTick,
+    TickIn,
+    TradingViewAlert,
+    error_items,
+)
+from fbe_pipeline.live.settings import IngestSettings
+from fbe_pipeline.market.instruments import load_instruments
+
+WEBHOOK = "/webhook/tradingview"
+TICKS = "/v1/ticks"
+DRIFT_FLAG_MS = 100.0
+_ALERTS = TypeAdapter(list[TradingViewAlert])
+_TICKS = TypeAdapter(list[TickIn])
+
+
+class Refused(Exception):
+    """A request refused with ``status`` and a message; dead-lettered by the handler."""
+
+    def __init__(
+        self, status: int, reason: str, detail: str, errors: list[ErrorItem] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.errors = errors or []
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own.
+
+    Attributes
+    ----------
+    registry : prometheus_client.CollectorRegistry
+    accepted, duplicates, dead_lettered : Counter
+        Ticks stored, redelivered ticks acknowledged, requests dead-lettered; by ``endpoint``.
+    rejected : Counter
+        Refused requests by ``endpoint`` and ``reason``.
+    latency : Histogram
+        Request handling time, seconds, by ``endpoint``.
+    drift : Histogram
+        ``ts_recv - ts_event`` of accepted ticks, ms, by ``source``.
+    drift_flagged : Counter
+        Accepted ticks with ``|drift| > 100 ms``, by ``source``.
+    last_drift : Gauge
+        Drift of the latest accepted tick, ms, by ``symbol``.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.accepted = Counter(
+            "fbe_ingest_accepted", "Ticks newly stored", ["endpoint"], registry=r
+        )
+        self.duplicates = Counter(
+            "fbe_ingest_duplicates", "Redelivered ticks acknowledged", ["endpoint"], registry=r
+        )
+        self.rejected = Counter(
+            "fbe_ingest_rejected", "Refused requests", ["endpoint", "reason"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "fbe_ingest_dead_lettered",
+            "Requests kept in the dead-letter store",
+            ["endpoint"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "fbe_ingest_request_seconds",
+            "Request handling time, seconds",
+            ["endpoint"],
+            registry=r,
+        )
+        self.drift = Histogram(
+            "fbe_ingest_drift_ms",
+            "ts_recv - ts_event of accepted ticks, ms",
+            ["source"],
+            buckets=(-1000, -100, -10, 0, 10, 50, 100, 250, 1000, 5000, 60_000, float("inf")),
+            registry=r,
+        )
+        self.drift_flagged = Counter(
+            "fbe_ingest_drift_flagged",
+            "Accepted ticks with |drift| > 100 ms",
+            ["source"],
+            registry=r,
+        )
+        self.last_drift = Gauge(
+            "fbe_ingest_last_drift_ms",
+            "Drift of the latest accepted tick, ms",
+            ["symbol"],
+            registry=r,
+        )
+
+
+def _redact(body: bytes) -> bytes:
+    """Return ``body`` with every ``passphrase`` value replaced (raw bytes if not JSON)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body
+
+    def scrub(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: "***" if k == "passphrase" else scrub(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [scrub(v) for v in node]
+        return node
+
+    if b"passphrase" not in body:
+        return body
+    return json.dumps(scrub(doc)).encode()
+
+
+def _parse_json(body: bytes, ndjson: bool) -> list[Any]:
+    text = body.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    if ndjson:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        if "\n" not in text.strip():
+            raise
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return doc if isinstance(doc, list) else [doc]
+
+
+def verify_signature(
+    header: str | None, body: bytes, key: bytes, tolerance_s: int, now_s: float
+) -> None:
+    """Check an ``FBE-Signature: t=<unix s>,v1=<hex>`` header (Stripe's scheme).
+
+    The signature is ``hex(HMAC-SHA256(key, f"{t}." + body))``; several ``v1`` entries may be
+    given (key rotation), one must match, compared in constant time.
+
+    Raises
+    ------
+    Refused
+        401 on a missing or malformed header, a ``t`` more than ``tolerance_s`` seconds from
+        ``now_s``, or no matching signature.
+    """
+    if not header:
+        raise Refused(401, "missing_signature", "missing FBE-Signature header")
+    stamp: str | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t":
+            stamp = value
+        elif name == "v1":
+            candidates.append(value)
+    if stamp is None or not stamp.isdigit() or not candidates:
+        raise Refused(401, "bad_signature", "malformed FBE-Signature header: need t=...,v1=...")
+    if abs(now_s - int(stamp)) > tolerance_s:
+        raise Refused(401, "stale_timestamp", "timestamp outside tolerance")
+    expected = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    if not any(hmac.compare_digest(expected.encode(), c.encode()) for c in candidates):
+        raise Refused(401, "bad_signature", "signature does not match")
+
+
+def create_app(settings: IngestSettings) -> FastAPI:
+    """Build the ingest service.
+
+    Parameters
+    ----------
+    settings : IngestSettings
+        Secrets, limits and ``FBE_HOME``; the instruments are loaded once, here.
+
+    Returns
+    -------
+    fastapi.FastAPI
+        With ``app.state.landing`` (:class:`LandingLog`) and ``app.state.metrics``
+        (:class:`Metrics`).
+    """
+    instruments = load_instruments(settings.home / "instruments.yaml")
+    symbols = frozenset(instruments)
+    landing = LandingLog(settings.landing_dir, instruments)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        landing.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="FBE ingest",
+        summary="Authenticated tick ingest with durable landing (SPEC §6).",
+        version="1",
+    )
+    app.state.landing = landing
+    app.state.metrics = metrics
+    app.state.settings = settings
+    passphrase = settings.webhook_passphrase.encode()
+    errors_doc: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorResponse} for code in (400, 401, 403, 413, 415, 422)
+    }
+
+    async def read_body(request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            raise Refused(413, "too_large", f"body exceeds {settings.max_body_bytes} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.max_body_bytes:
+                raise Refused(413, "too_large", f"body exceeds {settings.max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def handle(
+        request: Request,
+        endpoint: str,
+        process: Callable[[Request, bytes, int], Awaitable[list[LandedTick]]],
+    ) -> Response:
+        ts_recv = time.time_ns()
+        started = time.perf_counter()
+        body = b""
+        try:
+            try:
+                body = await read_body(request)
+                ticks = await process(request, body, ts_recv)
+            except Refused:
+                raise
+            except ValidationError as exc:
+                items = error_items(exc.errors(include_url=False), indexed=True)
+                raise Refused(422, "invalid", _message(items), items) from exc
+            result = await run_in_threadpool(landing.append, ticks)
+            metrics.accepted.labels(endpoint).inc(result.accepted)
+            metrics.duplicates.labels(endpoint).inc(result.duplicates)
+            for tick in result.landed:
+                metrics.drift.labels(tick.source).observe(tick.drift_ms)
+                metrics.last_drift.labels(tick.symbol).set(tick.drift_ms)
+                if abs(tick.drift_ms) > DRIFT_FLAG_MS:
+                    metrics.drift_flagged.labels(tick.source).inc()
+            payload = IngestResponse(accepted=result.accepted, duplicates=result.duplicates)
+            return JSONResponse(payload.model_dump())
+        except Refused as refusal:
+            metrics.rejected.labels(endpoint, refusal.reason).inc()
+            await run_in_threadpool(
+                landing.dead_letter,
+                endpoint=endpoint,
+                reason=refusal.reason,
+                detail=refusal.detail,
+                body=_redact(body),
+                remote=request.client.host if request.client else None,
+                content_type=request.headers.get("content-type"),
+                received_ns=ts_recv,
+            )
+            metrics.dead_lettered.labels(endpoint).inc()
+            error = ErrorResponse(detail=refusal.detail, errors=refusal.errors)
+            return JSONResponse(error.model_dump(exclude_none=True), status_code=refusal.status)
+        finally:
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    async def webhook(request: Request, body: bytes, ts_recv: int) -> list[LandedTick]:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in ("application/json", "text/plain", ""):
+            raise Refused(415, "unsupported_media_type", f"unsupported content type {media!r}")
+        try:
+            items = _parse_json(body, ndjson=False)
+        except ValueError as exc:
+            raise Refused(400, "malformed", f"body is not JSON: {exc}") from None
+        given = [i.get("passphrase") if isinstance(i, dict) else None for i in items]
+        if not items or not all(
+            isinstance(p, str) and hmac.compare_digest(p.encode(), passphrase) for p in given
+        ):
+            raise Refused(401, "unauthorized", "missing or wrong passphrase")
+        alerts = _ALERTS.validate_python(items, context={"symbols": symbols})
+        return [
+            LandedTick(
+                symbol=a.symbol,
+                ts_event=a.timestamp,
+                ts_recv=ts_recv,
+                drift_ms=(ts_recv - a.timestamp) / 1e6,
+                price=a.price,
+                size=a.volume,
+                side="unknown",
+                source="tradingview",
+                trade_id=a.trade_id,
+                seq=a.seq,
+            )
+            for a in alerts
+        ]
+
+    async def ticks_in(request: Request, body: bytes, ts_recv: int) -> list[LandedTick]:
+        verify_signature(
+            request.headers.get("fbe-signature"),
+            body,
+            settings.hmac_key,
+            settings.tolerance_s,
+            ts_recv / 1e9,
+        )
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            items = _parse_json(body, ndjson=media in ("application/x-ndjson", "application/jsonl"))
+        except ValueError as exc:
+            raise Refused(400, "malformed", f"body is not a JSON array or NDJSON: {exc}") from None
+        if not items:
+            raise Refused(422, "invalid", "no ticks in the body")
+        ticks = _TICKS.validate_python(items, context={"symbols": symbols})
+        return [
+            LandedTick(
+                symbol=t.symbol,
+                ts_event=t.timestamp,
+                ts_recv=ts_recv,
+                drift_ms=(ts_recv - t.timestamp) / 1e6,
+                price=t.price,
+                size=t.size,
+                side=t.side,
+                source=t.source,
+                trade_id=t.trade_id,
+            )
+            for t in ticks
+        ]
+
+    @app.post(WEBHOOK, response_model=IngestResponse, responses=errors_doc)
+    async def tradingview(request: Request) -> Response:
+        """Accept one TradingView alert or a JSON list of them (JSON or text/plain body).
+
+        Every alert must carry the shared ``passphrase``; symbol, price, volume and timestamp
+        (ISO-8601 with a zone) are validated, all or nothing.
+        """
+        if not settings.ip_allowed(request.client.host if request.client else None):
+            metrics.rejected.labels(WEBHOOK, "forbidden_ip").inc()
+            return JSONResponse(
+                ErrorResponse(detail="source address not allowed").model_dump(), status_code=403
+            )
+        return await handle(request, WEBHOOK, webhook)
+
+    @app.post(TICKS, response_model=IngestResponse, responses=errors_doc)
+    async def ticks(request: Request) -> Response:
+        """Accept a JSON array or NDJSON of ticks signed with ``FBE-Signature``, all or nothing."""
+        return await handle(request, TICKS, ticks_in)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: ``{"status": "ok"}``."""
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """The service's metrics in Prometheus text format."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _message(items: list[ErrorItem]) -> str:
+    parts = [
+        (f"tick {i.index}: " if i.index is not None else "") + f"{i.field}: {i.reason}"
+        for i in items
+    ]
+    return "; ".join(parts)

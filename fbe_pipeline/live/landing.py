@@ -1,0 +1,306 @@
+"""Durable landing of accepted ticks, idempotency keys and dead letters.
+
+Owns ``$FBE_HOME/landing/``: append-only JSON-lines files
+``<SYMBOL>/<YYYY-MM-DD>.jsonl`` (one :class:`~.models.LandedTick` per line, the file named by
+the instrument's trading date), and the SQLite database ``idempotency.sqlite`` (WAL mode) with
+the table ``landed`` (UNIQUE idempotency key per stored tick) and ``dead_letters`` (refused
+requests: body, reason, time). Imported by :mod:`.app`; a later sealer reads the files.
+
+Write order per request: the new keys are inserted in an open SQLite transaction, the lines
+are appended and ``fsync``-ed (and the directory, for a new file), then the transaction
+commits, then the caller answers 2xx. A crash between the ``fsync`` and the commit leaves
+lines whose keys are not recorded; a redelivery then lands them again, so readers must
+de-duplicate on ``key`` (every line carries it). A torn last line from a crash is isolated by a
+newline before the next append, and readers skip lines that are not valid JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fbe_pipeline.live.models import LandedTick
+from fbe_pipeline.market.instruments import Instrument
+from fbe_pipeline.market.sessions import assign_trading_dates
+
+DEAD_LETTER_BODY_LIMIT = 64 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS landed (
+    key TEXT PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    trading_date TEXT NOT NULL,
+    ts_event INTEGER NOT NULL,
+    ts_recv INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ns INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    remote TEXT,
+    content_type TEXT,
+    body_bytes INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+"""
+
+
+def idempotency_key(tick: LandedTick) -> str:
+    """Return the tick's idempotency key.
+
+    ``source|symbol|trade_id`` when the sender gave a trade id, else ``sha256:`` and the hex
+    SHA-256 of the canonical tick (symbol, ts_event, price, size, side, source, seq; not
+    ``ts_recv``, so a redelivery maps to the same key).
+    """
+    if tick.trade_id:
+        return f"{tick.source}|{tick.symbol}|{tick.trade_id}"
+    canonical = json.dumps(
+        [
+            tick.source,
+            tick.symbol,
+            tick.ts_event,
+            repr(tick.price),
+            repr(tick.size),
+            tick.side,
+            tick.seq,
+        ],
+        separators=(",", ":"),
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """Outcome of :meth:`LandingLog.append`: newly stored ticks and redeliveries."""
+
+    accepted: int
+    duplicates: int
+    landed: tuple[LandedTick, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One refused request as stored (``body`` truncated to 64 KiB; ``received_ns`` ns UTC)."""
+
+    id: int
+    received_ns: int
+    endpoint: str
+    reason: str
+    detail: str
+    remote: str | None
+    content_type: str | None
+    body_bytes: int
+    body: bytes
+
+
+class LandingLog:
+    """Append-only landing files plus the SQLite idempotency and dead-letter store.
+
+    Thread-safe: one lock serializes appends (the service's throughput is bounded by
+    ``fsync``). One instance per process and directory.
+
+    Parameters
+    ----------
+    root : Path
+        ``$FBE_HOME/landing``; created if missing.
+    instruments : dict of str to Instrument
+        Known instruments, used for trading dates.
+    """
+
+    def __init__(self, root: Path, instruments: dict[str, Instrument]) -> None:
+        self.root = root
+        self.instruments = instruments
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            root / "idempotency.sqlite", check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    def path_for(self, symbol: str, trading_date: str) -> Path:
+        """Return the landing file of ``symbol`` on ``trading_date`` (``YYYY-MM-DD``)."""
+        return self.root / symbol / f"{trading_date}.jsonl"
+
+    def _trading_dates(self, ticks: list[LandedTick]) -> list[str]:
+        dates = [""] * len(ticks)
+        by_symbol: dict[str, list[int]] = defaultdict(list)
+        for i, tick in enumerate(ticks):
+            by_symbol[tick.symbol].append(i)
+        for symbol, idx in by_symbol.items():
+            ts = np.array([ticks[i].ts_event for i in idx], dtype=np.int64)
+            days, _ = assign_trading_dates(self.instruments[symbol], ts)
+            for i, day in zip(idx, days, strict=True):
+                dates[i] = str(day)
+        return dates
+
+    def append(self, ticks: list[LandedTick]) -> AppendResult:
+        """Store the ticks not stored before, durably, all or nothing.
+
+        Parameters
+        ----------
+        ticks : list of LandedTick
+            Validated ticks (``ts_event``/``ts_recv`` ns UTC); ``trading_date`` and ``key``
+            are filled in here.
+
+        Returns
+        -------
+        AppendResult
+            ``accepted`` new ticks (written and fsynced when this returns) and ``duplicates``
+            (keys already stored, also repeats inside ``ticks``).
+
+        Raises
+        ------
+        OSError, sqlite3.Error
+            On a storage failure; nothing is recorded as stored then.
+        """
+        dates = self._trading_dates(ticks)
+        prepared = [
+            t.model_copy(update={"trading_date": d, "key": idempotency_key(t)})
+            for t, d in zip(ticks, dates, strict=True)
+        ]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                fresh: list[LandedTick] = []
+                for tick in prepared:
+                    cursor = self._db.execute(
+                        "INSERT OR IGNORE INTO landed VALUES (?, ?, ?, ?, ?)",
+                        (tick.key, tick.symbol, tick.trading_date, tick.ts_event, tick.ts_recv),
+                    )
+                    if cursor.rowcount == 1:
+                        fresh.append(tick)
+                self._write(fresh)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return AppendResult(len(fresh), len(prepared) - len(fresh), tuple(fresh))
+
+    def _write(self, ticks: list[LandedTick]) -> None:
+        groups: dict[Path, list[str]] = defaultdict(list)
+        for tick in ticks:
+            groups[self.path_for(tick.symbol, tick.trading_date)].append(tick.model_dump_json())
+        for path, lines in groups.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            created = not path.exists()
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                prefix = ""
+                size = os.fstat(fd).st_size
+                if size:
+                    with path.open("rb") as existing:
+                        existing.seek(size - 1)
+                        if existing.read(1) != b"\n":
+                            prefix = "\n"  # isolate a torn line left by a crash
+                data = (prefix + "\n".join(lines) + "\n").encode()
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                _fsync_dir(path.parent)
+                _fsync_dir(path.parent.parent)
+
+    def dead_letter(
+        self,
+        *,
+        endpoint: str,
+        reason: str,
+        detail: str,
+        body: bytes,
+        remote: str | None = None,
+        content_type: str | None = None,
+        received_ns: int | None = None,
+    ) -> None:
+        """Record a refused request (the body truncated to 64 KiB, its full size kept).
+
+        Parameters
+        ----------
+        endpoint : str
+            The request path.
+        reason : str
+            Short machine reason, e.g. ``unauthorized``, ``invalid``, ``too_large``.
+        detail : str
+            The message returned to the caller.
+        body : bytes
+            The request body (secrets already redacted by the caller).
+        received_ns : int, optional
+            Arrival time, ns UTC (default now).
+        """
+        stamp = time.time_ns() if received_ns is None else received_ns
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO dead_letters (received_ns, endpoint, reason, detail, remote,"
+                " content_type, body_bytes, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    stamp,
+                    endpoint,
+                    reason,
+                    detail,
+                    remote,
+                    content_type,
+                    len(body),
+                    body[:DEAD_LETTER_BODY_LIMIT],
+                ),
+            )
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Return every dead letter, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, received_ns, endpoint, reason, detail, remote, content_type,"
+                " body_bytes, body FROM dead_letters ORDER BY id"
+            ).fetchall()
+        return [DeadLetter(*row) for row in rows]
+
+    def stored_count(self) -> int:
+        """Return how many distinct ticks have been stored."""
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM landed").fetchone()[0])
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_landing_file(path: Path) -> list[LandedTick]:
+    """Read a landing file, skipping lines that are not valid JSON (torn by a crash).
+
+    Returns
+    -------
+    list of LandedTick
+        In file order; may hold a key twice after a crash (see the module docstring).
+    """
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                out.append(LandedTick.model_validate_json(line))
+            except ValueError:
+                continue
+    return out

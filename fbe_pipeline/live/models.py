@@ -1,0 +1,258 @@
+"""Request and response models of the ingest service (pydantic v2).
+
+Owns the wire formats: :class:`TradingViewAlert` (``POST /webhook/tradingview``), :class:`TickIn`
+(``POST /v1/ticks``), :class:`LandedTick` (one line of the landing log) and the response bodies.
+Validation errors name the field (``price``, ``symbol``, ...). The set of known symbols is
+passed as validation context ``{"symbols": ...}``. Imported by :mod:`.app` and :mod:`.landing`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+NS_PER_S = 1_000_000_000
+MIN_TS_NS = int(datetime(1990, 1, 1, tzinfo=UTC).timestamp()) * NS_PER_S
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ISO = re.compile(
+    r"^(?P<base>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?)(?:\.(?P<frac>\d{1,9}))?"
+    r"(?P<zone>Z|z|[+-]\d{2}:?\d{2})$"
+)
+
+Price = Annotated[float, Field(gt=0, allow_inf_nan=False, description="Price, > 0, finite.")]
+Size = Annotated[float, Field(ge=0, allow_inf_nan=False, description="Quantity, >= 0, finite.")]
+TradeId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def parse_timestamp_ns(value: object) -> int:
+    """Convert an event time to int64 ns UTC.
+
+    Parameters
+    ----------
+    value : str or int
+        ISO-8601 with a zone (``Z`` or ``+hh:mm``; up to 9 fractional digits), or an integer
+        of ns since the Unix epoch.
+
+    Returns
+    -------
+    int
+        ns UTC, between 1990-01-01 and now + 1 day.
+
+    Raises
+    ------
+    ValueError
+        On a string that is not ISO-8601 with a zone, or a time outside the range.
+    """
+    if isinstance(value, bool):
+        raise ValueError("must be an ISO-8601 string with a zone or an integer of ns UTC")
+    if isinstance(value, int):
+        ns = value
+    elif isinstance(value, str):
+        match = _ISO.match(value.strip())
+        if not match:
+            raise ValueError(
+                "must be ISO-8601 with a zone (e.g. 2020-02-22T00:00:02.111Z) or ns since epoch"
+            )
+        zone = match["zone"].upper()
+        try:
+            dt = datetime.fromisoformat(match["base"] + ("+00:00" if zone == "Z" else zone))
+        except ValueError as exc:
+            raise ValueError(f"not a valid date and time: {exc}") from None
+        delta = dt - _EPOCH
+        frac = (match["frac"] or "").ljust(9, "0")
+        ns = (delta.days * 86_400 + delta.seconds) * NS_PER_S + int(frac)
+    else:
+        raise ValueError("must be an ISO-8601 string with a zone or an integer of ns UTC")
+    if not MIN_TS_NS <= ns <= time.time_ns() + 86_400 * NS_PER_S:
+        raise ValueError("must lie between 1990-01-01 and now + 1 day (integers are ns UTC)")
+    return ns
+
+
+def _known_symbol(value: str, info: ValidationInfo) -> str:
+    symbols = (info.context or {}).get("symbols")
+    if symbols is not None and value not in symbols:
+        raise ValueError(f"unknown symbol {value!r} (known: {', '.join(sorted(symbols))})")
+    return value
+
+
+class TradingViewAlert(BaseModel):
+    """One TradingView alert, as sent to ``POST /webhook/tradingview``.
+
+    Attributes
+    ----------
+    symbol : str
+        A configured instrument's symbol.
+    price : float
+        Trade price in the price currency, > 0 and finite.
+    volume : float
+        Traded quantity, >= 0 and finite.
+    timestamp : int
+        Event time, ns UTC (given as ISO-8601 with a zone).
+    trade_id : str, optional
+        Idempotency key from the sender; without it the canonical tick's SHA-256 is used.
+    seq : int, optional
+        Sender's sequence number, kept with the tick.
+    passphrase : str, optional
+        The shared secret; checked, never stored.
+    """
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    symbol: str = Field(min_length=1, max_length=32)
+    price: Price
+    volume: Size
+    timestamp: int = Field(description="ISO-8601 with a zone, e.g. 2024-05-01T13:30:00Z.")
+    trade_id: TradeId | None = None
+    seq: int | None = None
+    passphrase: str | None = Field(default=None, repr=False)
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, value: str, info: ValidationInfo) -> str:
+        return _known_symbol(value, info)
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp(cls, value: object) -> int:
+        if not isinstance(value, str):
+            raise ValueError("must be an ISO-8601 string with a zone")
+        return parse_timestamp_ns(value)
+
+    @field_validator("trade_id", mode="before")
+    @classmethod
+    def _trade_id(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class TickIn(BaseModel):
+    """One trade in the body of ``POST /v1/ticks``.
+
+    Attributes
+    ----------
+    symbol : str
+        A configured instrument's symbol.
+    price : float
+        Trade price in the price currency, > 0 and finite.
+    size : float
+        Traded quantity, >= 0 and finite.
+    timestamp : int
+        Event time, ns UTC (given as ISO-8601 with a zone or as an integer of ns UTC).
+    side : {"buy", "sell", "unknown"}
+        Aggressor side.
+    trade_id : str, optional
+        The venue's trade id; the idempotency key is ``source + symbol + trade_id`` (or the
+        canonical tick's SHA-256 without it).
+    source : str
+        Name of the sender (e.g. ``binance``), 1-64 characters of ``A-Za-z0-9_.-``.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    symbol: str = Field(min_length=1, max_length=32)
+    price: Price
+    size: Size
+    timestamp: int
+    side: Literal["buy", "sell", "unknown"] = "unknown"
+    trade_id: TradeId | None = None
+    source: str = Field(default="api", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, value: str, info: ValidationInfo) -> str:
+        return _known_symbol(value, info)
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp(cls, value: object) -> int:
+        return parse_timestamp_ns(value)
+
+    @field_validator("trade_id", mode="before")
+    @classmethod
+    def _trade_id(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class LandedTick(BaseModel):
+    """One accepted tick as written to the landing log (one JSON line).
+
+    Attributes
+    ----------
+    symbol : str
+    ts_event : int
+        Source timestamp, ns UTC.
+    ts_recv : int
+        Our receive clock, ns UTC, stamped when the request arrived.
+    drift_ms : float
+        ``(ts_recv - ts_event) / 1e6``, kept on every tick (SPEC §2).
+    price : float
+        Price currency.
+    size : float
+    side : str
+        ``buy``, ``sell`` or ``unknown``.
+    source : str
+    trade_id : str or None
+    seq : int or None
+    trading_date : str
+        The instrument's trading date, ``YYYY-MM-DD`` (names the landing file).
+    key : str
+        Idempotency key (unique in the landing log).
+    """
+
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    drift_ms: float
+    price: float
+    size: float
+    side: str
+    source: str
+    trade_id: str | None = None
+    seq: int | None = None
+    trading_date: str = ""
+    key: str = ""
+
+
+class IngestResponse(BaseModel):
+    """Body of a 200: how many ticks were newly stored and how many were redeliveries."""
+
+    accepted: int
+    duplicates: int
+
+
+class ErrorItem(BaseModel):
+    """One validation problem: the tick's position in the request (if a list), field, reason."""
+
+    index: int | None = None
+    field: str
+    reason: str
+
+
+class ErrorResponse(BaseModel):
+    """Body of a 4xx: a readable message and, for validation errors, one item per problem."""
+
+    detail: str
+    errors: list[ErrorItem] = Field(default_factory=list)
+
+
+def error_items(errors: list[Any], indexed: bool) -> list[ErrorItem]:
+    """Turn pydantic's ``ValidationError.errors()`` into :class:`ErrorItem` rows.
+
+    Parameters
+    ----------
+    errors : list of dict
+        From ``ValidationError.errors(include_url=False)``.
+    indexed : bool
+        Whether the first element of each location is the position in a list.
+    """
+    items = []
+    for e in errors:
+        loc = list(e.get("loc", ()))
+        index = loc.pop(0) if indexed and loc and isinstance(loc[0], int) else None
+        field = ".".join(str(p) for p in loc) or "body"
+        reason = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        items.append(ErrorItem(index=index, field=field, reason=reason))
+    return items
