@@ -13,7 +13,15 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 NS_PER_S = 1_000_000_000
 MIN_TS_NS = int(datetime(1990, 1, 1, tzinfo=UTC).timestamp()) * NS_PER_S
@@ -25,7 +33,14 @@ _ISO = re.compile(
 
 Price = Annotated[float, Field(gt=0, allow_inf_nan=False, description="Price, > 0, finite.")]
 Size = Annotated[float, Field(ge=0, allow_inf_nan=False, description="Quantity, >= 0, finite.")]
-TradeId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _id_text(value: object) -> object:
+    """Trade ids arrive as numbers from some venues; they are kept as text."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+TradeId = Annotated[str, Field(min_length=1, max_length=128), BeforeValidator(_id_text)]
 
 
 def parse_timestamp_ns(value: object) -> int:
@@ -79,6 +94,10 @@ def _known_symbol(value: str, info: ValidationInfo) -> str:
     return value
 
 
+# A configured instrument's symbol (the known ones come in the validation context).
+Symbol = Annotated[str, Field(min_length=1, max_length=32), AfterValidator(_known_symbol)]
+
+
 class TradingViewAlert(BaseModel):
     """One TradingView alert, as sent to ``POST /webhook/tradingview``.
 
@@ -102,7 +121,7 @@ class TradingViewAlert(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    symbol: str = Field(min_length=1, max_length=32)
+    symbol: Symbol
     price: Price
     volume: Size
     timestamp: int = Field(description="ISO-8601 with a zone, e.g. 2024-05-01T13:30:00Z.")
@@ -110,22 +129,12 @@ class TradingViewAlert(BaseModel):
     seq: int | None = None
     passphrase: str | None = Field(default=None, repr=False)
 
-    @field_validator("symbol")
-    @classmethod
-    def _symbol(cls, value: str, info: ValidationInfo) -> str:
-        return _known_symbol(value, info)
-
     @field_validator("timestamp", mode="before")
     @classmethod
     def _timestamp(cls, value: object) -> int:
         if not isinstance(value, str):
             raise ValueError("must be an ISO-8601 string with a zone")
         return parse_timestamp_ns(value)
-
-    @field_validator("trade_id", mode="before")
-    @classmethod
-    def _trade_id(cls, value: object) -> object:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class TickIn(BaseModel):
@@ -152,7 +161,7 @@ class TickIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    symbol: str = Field(min_length=1, max_length=32)
+    symbol: Symbol
     price: Price
     size: Size
     timestamp: int
@@ -160,20 +169,10 @@ class TickIn(BaseModel):
     trade_id: TradeId | None = None
     source: str = Field(default="api", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
 
-    @field_validator("symbol")
-    @classmethod
-    def _symbol(cls, value: str, info: ValidationInfo) -> str:
-        return _known_symbol(value, info)
-
     @field_validator("timestamp", mode="before")
     @classmethod
     def _timestamp(cls, value: object) -> int:
         return parse_timestamp_ns(value)
-
-    @field_validator("trade_id", mode="before")
-    @classmethod
-    def _trade_id(cls, value: object) -> object:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class LandedTick(BaseModel):
