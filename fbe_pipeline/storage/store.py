@@ -453,6 +453,9 @@ class LocalRawStore(RawStore):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._manifest_path = self.root / "manifest.jsonl"
+        # The parsed manifest and the (size, mtime) it was parsed at: the file only grows, so
+        # an unchanged stat means unchanged records, and each run reads it a dozen times.
+        self._parsed: tuple[tuple[int, int], ManifestScan] | None = None
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -511,20 +514,31 @@ class LocalRawStore(RawStore):
             os.fsync(fh.fileno())
 
     def scan_manifest(self, prefix: str = "") -> ManifestScan:
+        full = self._parse()
+        return ManifestScan(
+            records=[r for r in full.records if r.key.startswith(prefix)],
+            malformed=list(full.malformed),
+        )
+
+    def _parse(self) -> ManifestScan:
+        """Every record of ``manifest.jsonl``, parsed again only when the file changed."""
+        try:
+            stat = self._manifest_path.stat()
+        except FileNotFoundError:
+            return ManifestScan()
+        version = (stat.st_size, stat.st_mtime_ns)
+        if self._parsed is not None and self._parsed[0] == version:
+            return self._parsed[1]
         scan = ManifestScan()
-        if not self._manifest_path.exists():
-            return scan
         with self._manifest_path.open("rb") as fh:
             for number, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
                 try:
-                    entry = ManifestEntry.from_json(line)
+                    scan.records.append(ManifestEntry.from_json(line))
                 except ValueError as exc:
                     scan.malformed.append((f"manifest.jsonl:{number}", str(exc)))
-                    continue
-                if entry.key.startswith(prefix):
-                    scan.records.append(entry)
+        self._parsed = (version, scan)
         return scan
 
     def stored_objects(self, prefix: str = "") -> list[StoredObject]:
