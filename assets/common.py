@@ -259,5 +259,5 @@ def table_asset(schema: DataFrameSchema, layer: str) -> dict[str, Any]:
 
 
 def rounded(figures: dict[str, Any], digits: int = 4) -> dict[str, Any]:
-    """Metadata figures rounded for people (floats to ``digits`` significant decimals)."""
+    """Metadata figures rounded for people: floats to ``digits`` decimal places, the rest as is."""
     return {k: round(v, digits) if isinstance(v, float) else v for k, v in figures.items()}

@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -156,8 +157,6 @@ def ui_backfill(home: Path) -> tuple[float, float]:
             status = graphql(port, STATUS, {"id": launched["backfillId"]})
             state = status["data"]["partitionBackfillOrError"]["status"]  # type: ignore[index]
             if not first_run and runs_db.exists():
-                import sqlite3
-
                 with sqlite3.connect(f"file:{runs_db}?mode=ro", uri=True) as con:
                     if con.execute("select count(*) from runs").fetchone()[0]:
                         first_run = time.perf_counter() - start

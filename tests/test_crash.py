@@ -287,14 +287,8 @@ def test_sigkill_during_materialize_repeatedly(tmp_path: Path, clean: Clean) -> 
     _assert_tables_equal(run.home, clean)
 
 
-def test_concurrent_materialize(tmp_path: Path, clean: Clean) -> None:
-    """Two ``fbe materialize`` of the same partitions at once (on an instance and tables that
-    exist): both succeed and the tables hold each row once."""
-    home = tmp_path / "fbe_home"
-    shutil.copytree(clean.run.home, home)
-    run = Run(home, clean.run.env | {"FBE_HOME": str(home)})
-    seen = _materializations(run)
-    args = ("materialize", *SYMBOLS, "--from", "2013-10-08")  # SPY 2013-10-08 and BTCUSDT
+def _twice_at_once(run: Run, args: tuple[str, ...]) -> None:
+    """Start the same ``fbe`` command twice at once; both must exit 0."""
     procs = [
         subprocess.Popen(
             run.cmd(*args),
@@ -309,6 +303,17 @@ def test_concurrent_materialize(tmp_path: Path, clean: Clean) -> None:
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out
+
+
+def test_concurrent_materialize(tmp_path: Path, clean: Clean) -> None:
+    """Two ``fbe materialize`` of the same partitions at once (on an instance and tables that
+    exist): both succeed and the tables hold each row once."""
+    home = tmp_path / "fbe_home"
+    shutil.copytree(clean.run.home, home)
+    run = Run(home, clean.run.env | {"FBE_HOME": str(home)})
+    seen = _materializations(run)
+    args = ("materialize", *SYMBOLS, "--from", "2013-10-08")  # SPY 2013-10-08 and BTCUSDT
+    _twice_at_once(run, args)
     assert _materializations(run) == seen + 2 * 8 * 2
     _assert_store_intact(run, clean)
     _assert_tables_equal(run.home, clean)
@@ -321,20 +326,7 @@ def test_concurrent_materialize_on_a_new_home(tmp_path: Path, clean: Clean) -> N
     shutil.copytree(clean.run.home / "raw", home / "raw")
     run = Run(home, clean.run.env | {"FBE_HOME": str(home)})
     args = ("materialize", *SYMBOLS)
-    procs = [
-        subprocess.Popen(
-            run.cmd(*args),
-            env=run.env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    for proc, out in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, out
+    _twice_at_once(run, args)
     _assert_store_intact(run, clean)
     _assert_tables_equal(run.home, clean)
 

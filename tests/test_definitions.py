@@ -176,4 +176,7 @@ def test_loading_the_code_location_prints_no_warning(tmp_path: Path) -> None:
 
 def test_the_code_location_with_several_lanes_validates() -> None:
     # Every lane's assets share one Dagster type per contract; two of one name would not load.
+    types = {lane.symbol: lane_assets(lane)[1].op.outs["result"].dagster_type for lane in LANES}
+    assert len({id(t) for t in types.values()}) == 1
+    assert next(iter(types.values())).unique_name == "bars_1m"
     Definitions.validate_loadable(defs)
