@@ -73,12 +73,39 @@ def data_versions(store: RawStore, symbol: str) -> dict[date, str]:
 def prepare_raw_ticks(
     store: RawStore, instrument: Instrument, trading_date: date
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Session ticks of one partition with aggressor side and clock drift.
+    """Session ticks of one partition of the raw store (:func:`session_ticks` over every
+    ``ticks`` object of the partition, with the partition's quotes).
 
-    Reads every ``ticks`` object of the partition, drops exact duplicate prints (same source,
-    sequence, time, price and size, e.g. overlapping vendor files), keeps ticks inside the
-    session, orders them by ``(ts_event, seq)`` and resolves the aggressor side (quotes of the
-    same partition enable Lee-Ready).
+    Raises
+    ------
+    NoSessionError
+        If the calendar has no session that day.
+    """
+    session_bounds(instrument, trading_date)
+    raw = store.read_partition("ticks", instrument.symbol, trading_date)
+    quotes = store.read_partition("quotes", instrument.symbol, trading_date)
+    return session_ticks(raw, quotes, instrument, trading_date)
+
+
+def session_ticks(
+    raw: pd.DataFrame | None,
+    quotes: pd.DataFrame | None,
+    instrument: Instrument,
+    trading_date: date,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Session ticks with aggressor side and clock drift, from raw ticks of one trading date.
+
+    The one implementation of this step for the batch assets and the live detector: drops exact
+    duplicate prints (same source, sequence, time, price and size, e.g. overlapping vendor files
+    or a tick both sealed and still in the landing log), keeps ticks inside the session, orders
+    them by ``(ts_event, seq)`` and resolves the aggressor side (quotes enable Lee-Ready).
+
+    Parameters
+    ----------
+    raw : pandas.DataFrame or None
+        Raw ticks (:data:`fbe_pipeline.market.frames.TICK_COLUMNS`), any order; None for none.
+    quotes : pandas.DataFrame or None
+        L1 quotes of the same symbol and date.
 
     Returns
     -------
@@ -93,7 +120,6 @@ def prepare_raw_ticks(
         If the calendar has no session that day.
     """
     open_ns, close_ns = session_bounds(instrument, trading_date)
-    raw = store.read_partition("ticks", instrument.symbol, trading_date)
     if raw is None:
         raw = pd.DataFrame({c: pd.Series(dtype=object) for c in TICK_COLUMNS})
     stored = len(raw)
@@ -102,7 +128,6 @@ def prepare_raw_ticks(
     ts = raw["ts_event"].to_numpy(np.int64)
     inside = (ts >= open_ns) & (ts < close_ns)
     ticks = raw.loc[inside].sort_values(["ts_event", "seq"], kind="stable").reset_index(drop=True)
-    quotes = store.read_partition("quotes", instrument.symbol, trading_date)
     ticks = resolve_sides(ticks, quotes)
     recv = ticks["ts_recv"].astype("Int64")
     drift = (recv - ticks["ts_event"].astype("int64")).astype("Float64") / 1e6

@@ -34,6 +34,7 @@ from prometheus_client import (
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from fbe_pipeline.live.detector import STAGES, BarsClosed
 from fbe_pipeline.live.landing import LandingLog
 from fbe_pipeline.live.models import (
     ErrorItem,
@@ -42,13 +43,19 @@ from fbe_pipeline.live.models import (
     LandedTick,
     TickIn,
     TradingViewAlert,
+    WatermarkIn,
+    WatermarkResponse,
     error_items,
 )
+from fbe_pipeline.live.service import LiveOptions, LiveService
 from fbe_pipeline.live.settings import IngestSettings
 from fbe_pipeline.market.instruments import load_instruments
+from fbe_pipeline.research.config import ScoringConfig
+from fbe_pipeline.storage.store import LocalRawStore, RawStore
 
 WEBHOOK = "/webhook/tradingview"
 TICKS = "/v1/ticks"
+WATERMARK = "/v1/watermark"
 DRIFT_FLAG_MS = 100.0
 _ALERTS = TypeAdapter(list[TradingViewAlert])
 _TICKS = TypeAdapter(list[TickIn])
@@ -130,6 +137,26 @@ class Metrics:
             ["symbol"],
             registry=r,
         )
+        self.bars_closed = Counter(
+            "fbe_live_bars_closed", "Bars closed by the live detector", ["symbol"], registry=r
+        )
+        self.live_signals = Counter(
+            "fbe_live_signals", "Signals recorded by the live detector", ["symbol"], registry=r
+        )
+        self.stage = Histogram(
+            "fbe_live_stage_seconds",
+            "Wall time of each stage of a live evaluation, seconds",
+            ["stage"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, float("inf")),
+            registry=r,
+        )
+
+    def observe_closed(self, item: BarsClosed) -> None:
+        """Count one live evaluation's closed bars, new signals and stage times."""
+        self.bars_closed.labels(item.symbol).inc(len(item.bar_closes))
+        self.live_signals.labels(item.symbol).inc(len(item.new_signals))
+        for name in STAGES:
+            self.stage.labels(name).observe(item.stage_seconds.get(name, 0.0))
 
 
 def _redact(body: bytes) -> bytes:
@@ -197,29 +224,63 @@ def verify_signature(
         raise Refused(401, "bad_signature", "signature does not match")
 
 
-def create_app(settings: IngestSettings) -> FastAPI:
-    """Build the ingest service.
+def create_app(
+    settings: IngestSettings,
+    store: RawStore | None = None,
+    on_bars_closed: Callable[[BarsClosed], None] | None = None,
+) -> FastAPI:
+    """Build the ingest service with its live detector and sealer.
 
     Parameters
     ----------
     settings : IngestSettings
-        Secrets, limits and ``FBE_HOME``; the instruments are loaded once, here.
+        Secrets, limits, live options and ``FBE_HOME``; the instruments are loaded once, here.
+    store : RawStore, optional
+        The batch pipeline's raw store (default: the local store in ``$FBE_HOME/raw``).
+    on_bars_closed : callable, optional
+        Called with each :class:`~.detector.BarsClosed` from the live loop thread (the CLI
+        reports them to Dagster).
 
     Returns
     -------
     fastapi.FastAPI
-        With ``app.state.landing`` (:class:`LandingLog`) and ``app.state.metrics``
-        (:class:`Metrics`).
+        With ``app.state.landing`` (:class:`LandingLog`), ``app.state.metrics``
+        (:class:`Metrics`) and ``app.state.live`` (:class:`~.service.LiveService`, started
+        and recovered before the first request is served).
+
+    Raises
+    ------
+    ValueError
+        If ``settings.scoring_json`` is not a valid scoring config.
     """
     instruments = load_instruments(settings.home / "instruments.yaml")
     symbols = frozenset(instruments)
     landing = LandingLog(settings.landing_dir, instruments)
     metrics = Metrics()
+    config = ScoringConfig.from_dict(json.loads(settings.scoring_json or "{}"))
+
+    def closed(item: BarsClosed) -> None:
+        metrics.observe_closed(item)
+        if on_bars_closed is not None:
+            on_bars_closed(item)
+
+    live = LiveService(
+        settings.home,
+        instruments,
+        store if store is not None else LocalRawStore(settings.home / "raw"),
+        config,
+        LiveOptions(grace_ms=settings.grace_ms, seal_interval_s=settings.seal_interval_s),
+        on_bars_closed=closed,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        landing.close()
+        await run_in_threadpool(live.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(live.stop)
+            landing.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -229,6 +290,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
     )
     app.state.landing = landing
     app.state.metrics = metrics
+    app.state.live = live
     app.state.settings = settings
     passphrase = settings.webhook_passphrase.encode()
     errors_doc: dict[int | str, dict[str, Any]] = {
@@ -265,6 +327,8 @@ def create_app(settings: IngestSettings) -> FastAPI:
                 items = error_items(exc.errors(include_url=False), indexed=True)
                 raise Refused(422, "invalid", _message(items), items) from exc
             result = await run_in_threadpool(landing.append, ticks)
+            if result.accepted:
+                live.notify()
             metrics.accepted.labels(endpoint).inc(result.accepted)
             metrics.duplicates.labels(endpoint).inc(result.duplicates)
             for tick in result.landed:
@@ -349,6 +413,11 @@ def create_app(settings: IngestSettings) -> FastAPI:
                 side=t.side,
                 source=t.source,
                 trade_id=t.trade_id,
+                seq=t.seq,
+                exchange=t.exchange,
+                condition=t.condition,
+                ohlc_eligible=t.ohlc_eligible,
+                volume_eligible=t.volume_eligible,
             )
             for t in ticks
         ]
@@ -371,6 +440,45 @@ def create_app(settings: IngestSettings) -> FastAPI:
     async def ticks(request: Request) -> Response:
         """Accept a JSON array or NDJSON of ticks signed with ``FBE-Signature``, all or nothing."""
         return await handle(request, TICKS, ticks_in)
+
+    @app.post(WATERMARK, response_model=WatermarkResponse, responses=errors_doc)
+    async def watermark(request: Request) -> Response:
+        """Record, signed like ``/v1/ticks``, that no tick of ``symbol`` before ``watermark``
+        will follow, so the live detector closes the minutes before it (end of a replay)."""
+        ts_recv = time.time_ns()
+        body = b""
+        try:
+            body = await read_body(request)
+            verify_signature(
+                request.headers.get("fbe-signature"),
+                body,
+                settings.hmac_key,
+                settings.tolerance_s,
+                ts_recv / 1e9,
+            )
+            try:
+                mark = WatermarkIn.model_validate_json(body, context={"symbols": symbols})
+            except ValidationError as exc:
+                items = error_items(exc.errors(include_url=False), indexed=False)
+                raise Refused(422, "invalid", _message(items), items) from exc
+        except Refused as refusal:
+            metrics.rejected.labels(WATERMARK, refusal.reason).inc()
+            await run_in_threadpool(
+                landing.dead_letter,
+                endpoint=WATERMARK,
+                reason=refusal.reason,
+                detail=refusal.detail,
+                body=body,
+                remote=request.client.host if request.client else None,
+                content_type=request.headers.get("content-type"),
+                received_ns=ts_recv,
+            )
+            metrics.dead_lettered.labels(WATERMARK).inc()
+            error = ErrorResponse(detail=refusal.detail, errors=refusal.errors)
+            return JSONResponse(error.model_dump(exclude_none=True), status_code=refusal.status)
+        stored = await run_in_threadpool(landing.advance_watermark, mark.symbol, mark.watermark)
+        live.advance_watermark(mark.symbol, stored)
+        return JSONResponse(WatermarkResponse(symbol=mark.symbol, watermark=stored).model_dump())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -3,15 +3,18 @@
 Owns ``$FBE_HOME/landing/``: append-only JSON-lines files
 ``<SYMBOL>/<YYYY-MM-DD>.jsonl`` (one :class:`~.models.LandedTick` per line, the file named by
 the instrument's trading date), and the SQLite database ``idempotency.sqlite`` (WAL mode) with
-the table ``landed`` (UNIQUE idempotency key per stored tick) and ``dead_letters`` (refused
-requests: body, reason, time). Imported by :mod:`.app`; a later sealer reads the files.
+the tables ``landed`` (UNIQUE idempotency key per stored tick, and the raw object it was
+sealed into), ``seals`` (the sealing journal of :mod:`.sealer`), ``watermarks`` (senders'
+end-of-data promises) and ``dead_letters`` (refused requests: body, reason, time). Imported by
+:mod:`.app`; :mod:`.tail` reads the files.
 
 Write order per request: the new keys are inserted in an open SQLite transaction, the lines
 are appended and ``fsync``-ed (and the directory, for a new file), then the transaction
 commits, then the caller answers 2xx. A crash between the ``fsync`` and the commit leaves
 lines whose keys are not recorded; a redelivery then lands them again, so readers must
-de-duplicate on ``key`` (every line carries it). A torn last line from a crash is isolated by a
-newline before the next append, and readers skip lines that are not valid JSON.
+de-duplicate on ``key`` (every line carries it); the first line of a key is its tick. A torn
+last line from a crash is isolated by a newline before the next append, and readers skip lines
+that are not valid JSON.
 """
 
 from __future__ import annotations
@@ -40,7 +43,21 @@ CREATE TABLE IF NOT EXISTS landed (
     symbol TEXT NOT NULL,
     trading_date TEXT NOT NULL,
     ts_event INTEGER NOT NULL,
-    ts_recv INTEGER NOT NULL
+    ts_recv INTEGER NOT NULL,
+    sealed TEXT
+);
+CREATE INDEX IF NOT EXISTS landed_unsealed ON landed (symbol, trading_date, sealed);
+CREATE TABLE IF NOT EXISTS seals (
+    object_key TEXT PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    trading_date TEXT NOT NULL,
+    ticks INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS watermarks (
+    symbol TEXT PRIMARY KEY,
+    watermark_ns INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -158,8 +175,8 @@ class LandingLog:
         Parameters
         ----------
         ticks : list of LandedTick
-            Validated ticks (``ts_event``/``ts_recv`` ns UTC); ``trading_date`` and ``key``
-            are filled in here.
+            Validated ticks (``ts_event``/``ts_recv`` ns UTC); ``trading_date``, ``key`` and
+            (without a sender's sequence) ``seq`` are set on them in place.
 
         Returns
         -------
@@ -173,33 +190,38 @@ class LandingLog:
             On a storage failure; nothing is recorded as stored then.
         """
         dates = self._trading_dates(ticks)
-        prepared = [
-            t.model_copy(update={"trading_date": d, "key": idempotency_key(t)})
-            for t, d in zip(ticks, dates, strict=True)
-        ]
+        for tick, day in zip(ticks, dates, strict=True):
+            # In place: a pydantic copy per tick costs as much as the rest of the append.
+            tick.trading_date = day
+            tick.key = idempotency_key(tick)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 fresh: list[LandedTick] = []
-                for tick in prepared:
+                for tick in ticks:
                     cursor = self._db.execute(
-                        "INSERT OR IGNORE INTO landed VALUES (?, ?, ?, ?, ?)",
+                        "INSERT OR IGNORE INTO landed (key, symbol, trading_date, ts_event,"
+                        " ts_recv) VALUES (?, ?, ?, ?, ?)",
                         (tick.key, tick.symbol, tick.trading_date, tick.ts_event, tick.ts_recv),
                     )
                     if cursor.rowcount == 1:
+                        # Without a sender's sequence the arrival number orders equal times.
+                        if tick.seq is None:
+                            tick.seq = cursor.lastrowid
                         fresh.append(tick)
                 self._write(fresh)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return AppendResult(len(fresh), len(prepared) - len(fresh), tuple(fresh))
+        return AppendResult(len(fresh), len(ticks) - len(fresh), tuple(fresh))
 
     def _write(self, ticks: list[LandedTick]) -> None:
-        groups: dict[Path, list[str]] = defaultdict(list)
+        by_day: dict[tuple[str, str], list[str]] = defaultdict(list)
         for tick in ticks:
-            groups[self.path_for(tick.symbol, tick.trading_date)].append(tick.model_dump_json())
-        for path, lines in groups.items():
+            by_day[(tick.symbol, tick.trading_date)].append(tick.model_dump_json())
+        for (symbol, day), lines in by_day.items():
+            path = self.path_for(symbol, day)
             path.parent.mkdir(parents=True, exist_ok=True)
             created = not path.exists()
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -273,6 +295,20 @@ class LandingLog:
                 " body_bytes, body FROM dead_letters ORDER BY id"
             ).fetchall()
         return [DeadLetter(*row) for row in rows]
+
+    def advance_watermark(self, symbol: str, watermark_ns: int) -> int:
+        """Record a sender's promise that no tick of ``symbol`` before ``watermark_ns`` (ns UTC)
+        will follow; never moves backwards. Returns the symbol's watermark after the call."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO watermarks VALUES (?, ?) ON CONFLICT (symbol) DO UPDATE SET"
+                " watermark_ns = max(watermark_ns, excluded.watermark_ns)",
+                (symbol, watermark_ns),
+            )
+            row = self._db.execute(
+                "SELECT watermark_ns FROM watermarks WHERE symbol = ?", (symbol,)
+            ).fetchone()
+        return int(row[0])
 
     def stored_count(self) -> int:
         """Return how many distinct ticks have been stored."""

@@ -157,6 +157,14 @@ class TickIn(BaseModel):
         canonical tick's SHA-256 without it).
     source : str
         Name of the sender (e.g. ``binance``), 1-64 characters of ``A-Za-z0-9_.-``.
+    seq : int, optional
+        The sender's sequence number (>= 0): with ``source`` it orders ticks of equal
+        ``timestamp`` in the raw store; without it the landing log's arrival number is used.
+    exchange, condition : str
+        Venue code and the vendor's raw sale-condition code (default ``""``), up to 32 chars.
+    ohlc_eligible, volume_eligible : bool
+        Whether the print may set a bar's OHLC and counts toward its volume (default true);
+        replays of vendor files keep the vendor's sale-condition filtering this way.
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -168,6 +176,11 @@ class TickIn(BaseModel):
     side: Literal["buy", "sell", "unknown"] = "unknown"
     trade_id: TradeId | None = None
     source: str = Field(default="api", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    seq: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    exchange: str = Field(default="", max_length=32)
+    condition: str = Field(default="", max_length=32)
+    ohlc_eligible: bool = True
+    volume_eligible: bool = True
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -195,6 +208,9 @@ class LandedTick(BaseModel):
     source : str
     trade_id : str or None
     seq : int or None
+        The sender's sequence number; when absent the landing log stores its arrival number.
+    exchange, condition : str
+    ohlc_eligible, volume_eligible : bool
     trading_date : str
         The instrument's trading date, ``YYYY-MM-DD`` (names the landing file).
     key : str
@@ -211,8 +227,41 @@ class LandedTick(BaseModel):
     source: str
     trade_id: str | None = None
     seq: int | None = None
+    exchange: str = ""
+    condition: str = ""
+    ohlc_eligible: bool = True
+    volume_eligible: bool = True
     trading_date: str = ""
     key: str = ""
+
+
+class WatermarkIn(BaseModel):
+    """Body of ``POST /v1/watermark``: no tick of ``symbol`` before ``watermark`` will follow.
+
+    Attributes
+    ----------
+    symbol : str
+        A configured instrument's symbol.
+    watermark : int
+        Event time, ns UTC (ISO-8601 with a zone or an integer of ns UTC).
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    symbol: Symbol
+    watermark: int
+
+    @field_validator("watermark", mode="before")
+    @classmethod
+    def _watermark(cls, value: object) -> int:
+        return parse_timestamp_ns(value)
+
+
+class WatermarkResponse(BaseModel):
+    """Body of a 200 from ``/v1/watermark``: the symbol's watermark now (ns UTC)."""
+
+    symbol: str
+    watermark: int
 
 
 class IngestResponse(BaseModel):

@@ -45,6 +45,15 @@ class IngestSettings:
         Largest accepted request body, bytes (``FBE_INGEST_MAX_BODY_BYTES``, default 1 MiB).
     tolerance_s : int
         Allowed distance, seconds, between a signature's ``t`` and the server clock.
+    grace_ms : int
+        Event-time grace for late ticks before a minute closes, ms (``FBE_LIVE_GRACE_MS``,
+        default 2,000).
+    seal_interval_s : float
+        Seconds between sealing passes into the raw store (``FBE_LIVE_SEAL_INTERVAL_S``,
+        default 60).
+    scoring_json : str
+        JSON overrides of the scoring config, as the batch pipeline reads them
+        (``FBE_SCORING_CONFIG``).
     """
 
     home: Path
@@ -53,8 +62,13 @@ class IngestSettings:
     allow_ips: tuple[IPNetwork, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     tolerance_s: int = DEFAULT_TOLERANCE_S
+    grace_ms: int = 2_000
+    seal_interval_s: float = 60.0
+    scoring_json: str = "{}"
 
     def __post_init__(self) -> None:
+        if self.grace_ms < 0 or self.seal_interval_s <= 0:
+            raise SettingsError("FBE_LIVE_GRACE_MS must be >= 0 and FBE_LIVE_SEAL_INTERVAL_S > 0")
         if not self.webhook_passphrase:
             raise SettingsError("FBE_WEBHOOK_PASSPHRASE is not set: the webhook needs a secret")
         if not self.hmac_key:
@@ -112,8 +126,13 @@ class IngestSettings:
                     raise SettingsError(f"FBE_WEBHOOK_ALLOW_IPS: bad entry {item!r}") from exc
         try:
             max_body = int(env.get("FBE_INGEST_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+            grace_ms = int(env.get("FBE_LIVE_GRACE_MS", 2_000))
+            seal_interval = float(env.get("FBE_LIVE_SEAL_INTERVAL_S", 60.0))
         except ValueError as exc:
-            raise SettingsError("FBE_INGEST_MAX_BODY_BYTES must be an integer") from exc
+            raise SettingsError(
+                "FBE_INGEST_MAX_BODY_BYTES and FBE_LIVE_GRACE_MS must be integers, "
+                "FBE_LIVE_SEAL_INTERVAL_S a number"
+            ) from exc
         home = Path(env["FBE_HOME"]).expanduser().resolve() if env.get("FBE_HOME") else fbe_home()
         return cls(
             home=home,
@@ -121,4 +140,7 @@ class IngestSettings:
             hmac_key=env["FBE_INGEST_HMAC_KEY"].encode(),
             allow_ips=tuple(networks),
             max_body_bytes=max_body,
+            grace_ms=grace_ms,
+            seal_interval_s=seal_interval,
+            scoring_json=env.get("FBE_SCORING_CONFIG") or "{}",
         )
