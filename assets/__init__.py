@@ -46,9 +46,10 @@ _BUILDERS = (
 )
 
 
-def make_lane(instrument: Instrument, first: date, last: date) -> Lane:
-    """The lane of ``instrument`` over its sessions from ``first`` to ``last`` (inclusive)."""
-    return Lane(instrument, session_partitions(instrument, first, last))
+def make_lane(instrument: Instrument, first: date, last: date, live: bool = False) -> Lane:
+    """The lane of ``instrument`` over its sessions from ``first`` to ``last`` (inclusive);
+    a ``live`` lane's sessions go on to today and beyond (:func:`session_partitions`)."""
+    return Lane(instrument, session_partitions(instrument, first, last, live))
 
 
 def lane_assets(lane: Lane) -> list[AssetsDefinition]:

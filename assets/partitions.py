@@ -29,7 +29,7 @@ PARTITION_FMT = "%Y-%m-%d"
 
 
 def session_partitions(
-    instrument: Instrument, first: date, last: date
+    instrument: Instrument, first: date, last: date, live: bool = False
 ) -> TimeWindowPartitionsDefinition:
     """Daily partitions of ``instrument``'s sessions with trading dates in ``[first, last]``.
 
@@ -39,6 +39,11 @@ def session_partitions(
         Its exchange calendar decides which days are sessions.
     first, last : datetime.date
         First and last trading date (inclusive), e.g. of the raw ticks in the store.
+    live : bool
+        The instrument is traded live (it has a landing log): the partitions have no end and
+        include the current day (``end_offset=1``), so today's session exists while it runs
+        and every later one appears without reloading the code location; closed days are
+        excluded up to a year ahead.
 
     Returns
     -------
@@ -52,8 +57,10 @@ def session_partitions(
     """
     if last < first:
         raise ValueError(f"{instrument.symbol}: last trading date {last} before first {first}")
-    sessions = set(session_table(instrument, first, last)["trading_date"].dt.date)
-    days = pd.date_range(first, last, freq="D").date
+    horizon = max(last, datetime.now(ZoneInfo(instrument.tz)).date() + timedelta(days=366))
+    until = horizon if live else last
+    sessions = set(session_table(instrument, first, until)["trading_date"].dt.date)
+    days = pd.date_range(first, until, freq="D").date
     closed = [d for d in days if d not in sessions]
     weekend_sessions = any(d.weekday() >= 5 for d in sessions)
     exclusions: list[str | datetime] = [] if weekend_sessions else ["0 0 * * 6", "0 0 * * 0"]
@@ -65,7 +72,8 @@ def session_partitions(
     ]
     return TimeWindowPartitionsDefinition(
         start=first.strftime(PARTITION_FMT),
-        end=(last + timedelta(days=1)).strftime(PARTITION_FMT),
+        end=None if live else (last + timedelta(days=1)).strftime(PARTITION_FMT),
+        end_offset=1 if live else 0,
         fmt=PARTITION_FMT,
         cron_schedule="0 0 * * *",
         timezone=instrument.tz,

@@ -8,6 +8,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, asset
 
 from assets.common import Lane, SessionResult, emit, from_store, instrument_of, sessions
 from assets.partitions import WARMUP_SESSIONS
+from fbe_pipeline.live.signal_store import LiveSignalStore, signals_path
 from fbe_pipeline.pipeline import (
     session_features,
     session_scores,
@@ -16,10 +17,13 @@ from fbe_pipeline.pipeline import (
 )
 from fbe_pipeline.quality import schemas
 from fbe_pipeline.quality.checks import (
+    CheckOutcome,
+    check_live_parity,
     check_prefix_invariance,
     check_signal_timing,
     sample_cut_times,
 )
+from fbe_pipeline.settings import paths
 from resources.fbe import RawStoreResource, ScoringConfigResource
 
 
@@ -117,6 +121,21 @@ def build_scores(lane: Lane) -> AssetsDefinition:
     return scores
 
 
+def live_parity(symbol: str, day: date, batch: pd.DataFrame) -> CheckOutcome:
+    """:func:`check_live_parity` of the session against ``$FBE_HOME``'s live signal store
+    (a session that was never live passes)."""
+    path = signals_path(paths().home)
+    if not path.exists():
+        return check_live_parity(batch, batch.iloc[:0], None)
+    store = LiveSignalStore(path)
+    try:
+        live = store.signals(symbol, day, day)
+        closed_through = store.progress(symbol, day)
+    finally:
+        store.close()
+    return check_live_parity(batch, live, closed_through)
+
+
 def build_signals(lane: Lane) -> AssetsDefinition:
     """The ``signals`` asset of one instrument, with its no-look-ahead and timing checks."""
 
@@ -135,6 +154,12 @@ def build_signals(lane: Lane) -> AssetsDefinition:
                 "signals",
                 "Every signal's decision_time is at or after its bar's close.",
                 blocking=True,
+            ),
+            lane.check(
+                "live_batch_parity",
+                "signals",
+                "The live detector's signals of the session equal these: same signal_id, "
+                "direction and score, none missing among the bars it closed.",
             ),
         ],
     )
@@ -160,6 +185,7 @@ def build_signals(lane: Lane) -> AssetsDefinition:
                 {
                     "signals_prefix_invariance": (invariance, False),
                     "decision_after_bar_close": (check_signal_timing(out), False),
+                    "live_batch_parity": (live_parity(lane.symbol, day, out), False),
                 },
             )
 

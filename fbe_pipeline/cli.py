@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -10,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -278,7 +280,177 @@ def serve(
     except SettingsError as exc:
         err.print(f"[red]cannot start the ingest service:[/red] {exc}")
         raise typer.Exit(2) from None
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    from fbe_pipeline.definitions import dagster_instance
+    from sensors.live_events import DagsterBarReporter
+
+    prepare_dagster_home()
+    try:
+        service = create_app(
+            settings, store=_store(), on_bars_closed=DagsterBarReporter(dagster_instance())
+        )
+    except ValueError as exc:
+        err.print(f"[red]cannot start the ingest service:[/red] {exc}")
+        raise typer.Exit(2) from None
+    uvicorn.run(service, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def live(
+    host: Annotated[str, typer.Option(help="Address of the ingest service.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port of the ingest service.")] = 8001,
+    ui_port: Annotated[int, typer.Option(help="TCP port of the Dagster UI.")] = 3000,
+    no_ui: Annotated[bool, typer.Option("--no-ui", help="Do not start the Dagster UI.")] = False,
+) -> None:
+    """Run the live path: the ingest service with its detector (as `fbe serve`), the Dagster
+    daemon (sensors, automation, schedules) and the Dagster UI, on the same FBE_HOME.
+
+    Ctrl-C or SIGTERM stops all of them: the daemon and UI get SIGTERM in their own process
+    groups (with their code servers), and whatever is left after 7 s is killed.
+    """
+    import signal
+    import subprocess
+    import time
+
+    prepare_dagster_home()
+    bin_dir = Path(sys.executable).parent
+    commands = [[str(bin_dir / "dagster-daemon"), "run", "-m", "fbe_pipeline.definitions"]]
+    if not no_ui:
+        commands.append(
+            [
+                str(bin_dir / "dagster-webserver"),
+                "-m",
+                "fbe_pipeline.definitions",
+                "-h",
+                host,
+                "-p",
+                str(ui_port),
+            ]
+        )
+    children = [subprocess.Popen(c, start_new_session=True) for c in commands]
+    try:
+        serve(host=host, port=port)
+    finally:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 7
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+@app.command()
+def signals(
+    source: Annotated[str, typer.Option(help="batch (the signals asset) or live")] = "batch",
+    symbol: Annotated[str | None, typer.Option(help="only this symbol")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="first trading date")] = None,
+    to: Annotated[str | None, typer.Option(help="last trading date")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+) -> None:
+    """List signals with the columns of the `signals` asset; live ones add `recorded_at`.
+
+    A live signal and the batch signal of the same bar have the same `signal_id`.
+    """
+    if source not in ("batch", "live") or fmt not in ("table", "csv", "json"):
+        err.print("[red]--source must be batch or live, --format table, csv or json[/red]")
+        raise typer.Exit(2)
+    try:
+        start = date.fromisoformat(from_) if from_ else None
+        end = date.fromisoformat(to) if to else None
+    except ValueError as exc:
+        err.print(f"[red]bad date: {exc}[/red]; use YYYY-MM-DD")
+        raise typer.Exit(2) from exc
+    if source == "live":
+        from fbe_pipeline.live.signal_store import LiveSignalStore, signals_path
+
+        path = signals_path(paths().home)
+        if not path.exists():
+            err.print(f"no live signals yet ({path} does not exist): run `fbe live`")
+            raise typer.Exit(1)
+        store = LiveSignalStore(path)
+        try:
+            frame = store.signals(symbol, start, end).drop(columns=["closed_through"])
+        finally:
+            store.close()
+    else:
+        from fbe_pipeline.storage.warehouse import batch_signals
+
+        frame = batch_signals(symbol, start, end)
+    for col in frame.columns:
+        if isinstance(frame[col].dtype, pd.DatetimeTZDtype):
+            frame[col] = frame[col].map(lambda t: t.isoformat())
+    frame["trading_date"] = pd.to_datetime(frame["trading_date"]).dt.strftime("%Y-%m-%d")
+    if fmt == "json":
+        sys.stdout.write(frame.to_json(orient="records", indent=1) + "\n")
+    elif fmt == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+    else:
+        table = Table(title=f"{source} signals ({len(frame)})")
+        for col in frame.columns:
+            table.add_column(col)
+        for row in frame.itertuples(index=False):
+            table.add_row(*(str(v) for v in row))
+        console.print(table)
+
+
+@app.command()
+def replay(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help=f"one of {', '.join(FORMATS)}")],
+    files: Annotated[list[Path], typer.Argument(metavar="PATH...", help="vendor trade files")],
+    symbol: Annotated[str, typer.Option(help="FBE symbol (a configured instrument)")],
+    speed: Annotated[
+        float, typer.Option(min=0.0, help="pace x SPEED of the original; 0 = as fast as possible")
+    ] = 0.0,
+    url: Annotated[str, typer.Option(help="base URL of the ingest service")] = (
+        "http://127.0.0.1:8001"
+    ),
+    batch_size: Annotated[int, typer.Option(min=1, help="most ticks per request")] = 5000,
+    retry_for: Annotated[
+        float, typer.Option(min=0.0, help="seconds to retry a request the service does not ack")
+    ] = 120.0,
+) -> None:
+    """Send vendor trade files to the live ingest service (signed /v1/ticks), paced.
+
+    Needs FBE_INGEST_HMAC_KEY. Exit 0 once every tick is acknowledged, 1 when the service
+    refuses a batch or retries run out, 2 on bad input (nothing sent).
+    """
+    from rich.markup import escape
+
+    from fbe_pipeline.live.replay import ReplayError, read_ticks, replay_frame
+
+    if fmt not in FORMATS:
+        err.print(f"[red]unknown format {fmt!r}[/red]; expected one of {', '.join(FORMATS)}")
+        raise typer.Exit(2)
+    try:
+        instrument = get_instrument(symbol)
+    except InstrumentError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    key = os.environ.get("FBE_INGEST_HMAC_KEY", "")
+    if not key:
+        err.print("[red]FBE_INGEST_HMAC_KEY is not set:[/red] it must be the service's key")
+        raise typer.Exit(2)
+    try:
+        ticks = read_ticks(fmt, files, instrument)
+    except (ValueError, FileNotFoundError) as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    try:
+        report = replay_frame(
+            ticks, url, key, speed=speed, batch_size=batch_size, retry_for=retry_for
+        )
+    except ReplayError as exc:
+        err.print(f"[red]replay failed:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from exc
+    console.print(
+        f"replayed {report.sent:,} ticks: {report.accepted:,} accepted, "
+        f"{report.duplicates:,} duplicates, {report.retries} retries, "
+        f"{report.elapsed_s:.2f} s, {report.ticks_per_s:,.0f} ticks/s",
+        highlight=False,
+    )
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import pandas as pd
 from dagster import (
     AssetKey,
     AssetsDefinition,
+    AssetSpec,
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
@@ -25,7 +26,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from assets import Lane, lane_assets, lane_sources, make_lane
 from assets.integrity import integrity_job, raw_integrity
+from assets.live import build_live_session
 from assets.partitions import partition_key
+from fbe_pipeline.live.tail import landing_days
 from fbe_pipeline.market.instruments import load_instruments
 from fbe_pipeline.settings import paths
 from fbe_pipeline.storage.store import RawStore
@@ -38,15 +41,24 @@ from sensors import automation_sensor, build_pipeline_job, integrity_schedule, p
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
-def build_lanes(days: Iterable[tuple[str, date]]) -> list[Lane]:
-    """One lane per configured instrument among ``days`` (``(symbol, trading_date)`` pairs,
-    e.g. the store's tick partitions), over its sessions from its first to its last date."""
+def build_lanes(
+    days: Iterable[tuple[str, date]], live: Iterable[tuple[str, date]] = ()
+) -> list[Lane]:
+    """One lane per configured instrument among ``days`` and ``live`` (``(symbol,
+    trading_date)`` pairs: the store's tick partitions and the landing log's days), over its
+    sessions from its first date to its last; an instrument in ``live`` gets open-ended
+    partitions that include today."""
     by_symbol: dict[str, list[date]] = {}
     instruments = load_instruments()
-    for symbol, day in days:
+    live = list(live)
+    for symbol, day in [*days, *live]:
         if symbol in instruments:
             by_symbol.setdefault(symbol, []).append(day)
-    return [make_lane(instruments[s], min(d), max(d)) for s, d in sorted(by_symbol.items())]
+    live_symbols = {symbol for symbol, _ in live}
+    return [
+        make_lane(instruments[s], min(d), max(d), live=s in live_symbols)
+        for s, d in sorted(by_symbol.items())
+    ]
 
 
 def build_definitions(lanes: list[Lane] | None = None) -> Definitions:
@@ -64,11 +76,14 @@ def build_definitions(lanes: list[Lane] | None = None) -> Definitions:
     home = paths().home
     raw_store = raw_store_from_env()
     if lanes is None:
-        lanes = build_lanes(raw_store_from_env(deferred=False).get_store().partitions("ticks"))
+        lanes = build_lanes(
+            raw_store_from_env(deferred=False).get_store().partitions("ticks"),
+            live=landing_days(home / "landing"),
+        )
     jobs = [build_pipeline_job(lane) for lane in lanes]
-    assets: list[AssetsDefinition | SourceAsset] = [raw_integrity]
+    assets: list[AssetsDefinition | SourceAsset | AssetSpec] = [raw_integrity]
     for lane in lanes:
-        assets += [*lane_sources(lane), *lane_assets(lane)]
+        assets += [*lane_sources(lane), *lane_assets(lane), build_live_session(lane)]
     return Definitions(
         assets=assets,
         jobs=[*jobs, integrity_job],

@@ -13,17 +13,13 @@ table.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
-from pathlib import Path
 
-import duckdb
 import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
 from fbe_pipeline.quality.schemas import ALL
+from fbe_pipeline.storage.warehouse import connect
 
 SCHEMA = "main"
 _SQL_TYPES = {
@@ -36,8 +32,6 @@ _SQL_TYPES = {
     "datetime64[ns, UTC]": "TIMESTAMPTZ",
     "datetime64[ns]": "TIMESTAMP",
 }
-# DuckDB admits one writer process per file; concurrent runs wait for the lock this long.
-LOCK_TIMEOUT_S = 300.0
 
 
 def create_table_sql(schema: str, table: str) -> str:
@@ -53,36 +47,6 @@ def create_table_sql(schema: str, table: str) -> str:
         f'"{name}" {_SQL_TYPES[str(col.dtype)]}' for name, col in contract.columns.items()
     )
     return f"create table if not exists {schema}.{table} ({cols})"
-
-
-@contextmanager
-def connect(
-    database: str, timeout_s: float = LOCK_TIMEOUT_S
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-write connection to ``database``, waiting (with backoff) while another process
-    holds DuckDB's file lock.
-
-    Raises
-    ------
-    duckdb.IOException
-        If the lock is still held after ``timeout_s`` seconds, or on any other I/O error.
-    """
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    delay = 0.05
-    while True:
-        try:
-            con = duckdb.connect(database)
-            break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-    try:
-        yield con
-    finally:
-        con.close()
 
 
 def _where(context: InputContext | OutputContext) -> tuple[str, list[object]]:

@@ -58,7 +58,8 @@ def _deps(lane: Lane) -> list[tuple[AssetKey, AssetKey, PartitionMapping | None]
 def test_definitions_load_with_a_lane_of_assets_per_instrument() -> None:
     graph = defs.resolve_asset_graph()
     names = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    expected = {f"{lane.symbol}/{t}" for lane in LANES for t in (*PIPELINE_TABLES, "raw_objects")}
+    tables = (*PIPELINE_TABLES, "raw_objects", "live_session")
+    expected = {f"{lane.symbol}/{t}" for lane in LANES for t in tables}
     assert names == expected | {"raw_integrity"}
     assert defs.resolve_job_def("fbe_pipeline_SPY") is not None
     assert defs.resolve_job_def("raw_integrity_job") is not None
@@ -138,7 +139,7 @@ def test_every_table_asset_carries_kinds_owner_and_its_contract_columns() -> Non
     graph = defs.resolve_asset_graph()
     for node in graph.asset_nodes:
         name = node.key.path[-1]
-        if name == "raw_objects":  # the observable raw store, not a table
+        if name in ("raw_objects", "live_session"):  # the raw store and live reports
             continue
         assert node.kinds >= {"pandas", "duckdb"}, name
         assert node.owners == ["team:fbe-quant-data"], name
@@ -151,7 +152,7 @@ def test_every_table_asset_carries_kinds_owner_and_its_contract_columns() -> Non
 
 def test_every_asset_check_has_a_description() -> None:
     specs = [spec for asset in defs.assets or [] for spec in getattr(asset, "check_specs", [])]
-    assert len(specs) == 14 * len(LANES) + 5  # 14 per lane, 5 on raw_integrity
+    assert len(specs) == 15 * len(LANES) + 5  # 15 per lane, 5 on raw_integrity
     assert [s.name for s in specs if not s.description] == []
 
 

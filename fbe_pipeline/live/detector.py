@@ -73,12 +73,16 @@ class BarsClosed:
         Bars of the session closed so far.
     signals : int
         Signals of the session on bars closed so far.
+    signal_closes : tuple of int
+        Bar close times (ns UTC) of those signals, ascending.
     new_signals : pandas.DataFrame
         Signals recorded by this evaluation (``SIGNAL_COLUMNS``).
     closed_through : int
         Event-time boundary, ns UTC.
     stage_seconds : dict of str to float
         Wall time of each stage of :data:`STAGES`.
+    session_closed : bool
+        Whether the session's last bar is closed.
     """
 
     symbol: str
@@ -86,9 +90,11 @@ class BarsClosed:
     bar_closes: tuple[int, ...]
     bars: int
     signals: int
+    signal_closes: tuple[int, ...]
     new_signals: pd.DataFrame
     closed_through: int
     stage_seconds: dict[str, float]
+    session_closed: bool = False
 
 
 @dataclass
@@ -317,9 +323,11 @@ class StreamingDetector:
             bar_closes=tuple(int(c) for c in closed),
             bars=int((bar_close <= through).sum()),
             signals=len(final),
+            signal_closes=tuple(int(c) for c in closes[closes <= through]),
             new_signals=new,
             closed_through=through,
             stage_seconds=stages,
+            session_closed=through >= day.close_ns,
         )
 
 

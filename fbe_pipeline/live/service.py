@@ -35,7 +35,9 @@ from fbe_pipeline.storage.store import RawStore
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SEAL_INTERVAL_S = 60.0
+# The batch pipeline re-materializes a live session when its raw objects change, so the
+# sealing cadence is that of the intraday batch runs (issue 8: every 15 minutes).
+DEFAULT_SEAL_INTERVAL_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,8 @@ class LiveOptions:
     grace_ms : int
         Event-time grace for late ticks before a minute closes, ms (``FBE_LIVE_GRACE_MS``).
     seal_interval_s : float
-        Seconds between two sealing passes (``FBE_LIVE_SEAL_INTERVAL_S``); a finished
-        session is sealed at the next pass.
+        Seconds between two sealing passes (``FBE_LIVE_SEAL_INTERVAL_S``, default 900); a
+        session is also sealed as soon as its last bar closes.
     poll_s : float
         Longest sleep of the loop when nothing wakes it, s.
     """
@@ -183,13 +185,18 @@ class LiveService:
         closed = self.detector.advance(now_ns)
         for item in closed:
             self.closed.append(item)
+            self.signals.mark_progress(
+                item.symbol, item.trading_date, item.closed_through, item.bars, time.time_ns()
+            )
             if self.on_bars_closed is not None:
                 try:
                     self.on_bars_closed(item)
                 except Exception:  # reporting is best effort; detection goes on
                     log.exception("reporting closed bars of %s failed", item.symbol)
         due = time.monotonic() - self._last_seal >= self.options.seal_interval_s
-        if force_seal or due:
+        # A finished session goes to the raw store at once, so the batch re-run after the
+        # close sees all of it.
+        if force_seal or due or any(item.session_closed for item in closed):
             cutoffs = {(s, d): self.detector.cutoff(s, d) for s, d in self.sealer.days()}
             self.sealed.extend(self.sealer.seal(cutoffs))
             self._last_seal = time.monotonic()

@@ -50,7 +50,7 @@ class IngestSettings:
         default 2,000).
     seal_interval_s : float
         Seconds between sealing passes into the raw store (``FBE_LIVE_SEAL_INTERVAL_S``,
-        default 60).
+        default 900: the batch re-runs a live session when its raw objects change).
     scoring_json : str
         JSON overrides of the scoring config, as the batch pipeline reads them
         (``FBE_SCORING_CONFIG``).
@@ -63,7 +63,7 @@ class IngestSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     tolerance_s: int = DEFAULT_TOLERANCE_S
     grace_ms: int = 2_000
-    seal_interval_s: float = 60.0
+    seal_interval_s: float = 900.0
     scoring_json: str = "{}"
 
     def __post_init__(self) -> None:
@@ -127,7 +127,7 @@ class IngestSettings:
         try:
             max_body = int(env.get("FBE_INGEST_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
             grace_ms = int(env.get("FBE_LIVE_GRACE_MS", 2_000))
-            seal_interval = float(env.get("FBE_LIVE_SEAL_INTERVAL_S", 60.0))
+            seal_interval = float(env.get("FBE_LIVE_SEAL_INTERVAL_S", 900.0))
         except ValueError as exc:
             raise SettingsError(
                 "FBE_INGEST_MAX_BODY_BYTES and FBE_LIVE_GRACE_MS must be integers, "

@@ -6,7 +6,8 @@ its table ``live_signals``: the columns of the ``signals`` asset
 (:data:`fbe_pipeline.research.scoring.SIGNAL_COLUMNS`) plus ``recorded_at`` (wall clock, ns UTC,
 when the detector recorded the signal) and ``closed_through`` (the event-time boundary, ns UTC,
 up to which bars were closed when the signal was computed). ``signal_id`` is the primary key,
-so a signal is recorded once however often it is recomputed (restarts, replays).
+so a signal is recorded once however often it is recomputed (restarts, replays). The table
+``live_progress`` keeps, per symbol and trading date, how far the detector closed bars.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ CREATE TABLE IF NOT EXISTS live_signals (
     closed_through INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS live_signals_day ON live_signals (symbol, trading_date);
+CREATE TABLE IF NOT EXISTS live_progress (
+    symbol TEXT NOT NULL,
+    trading_date TEXT NOT NULL,
+    closed_through INTEGER NOT NULL,
+    bars INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (symbol, trading_date)
+);
 """
 
 _TIME_COLUMNS = ("ts", "bar_close", "decision_time")
@@ -128,6 +137,28 @@ class LiveSignalStore:
                 self._db.execute("ROLLBACK")
                 raise
         return signals[signals["signal_id"].isin(fresh)].reset_index(drop=True)
+
+    def mark_progress(
+        self, symbol: str, trading_date: date, closed_through: int, bars: int, now: int
+    ) -> None:
+        """Record that the session's bars are closed through ``closed_through`` (ns UTC; never
+        moves backwards), with ``bars`` bars so far, at wall clock ``now`` (ns UTC)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO live_progress VALUES (?, ?, ?, ?, ?) ON CONFLICT (symbol,"
+                " trading_date) DO UPDATE SET closed_through = max(closed_through,"
+                " excluded.closed_through), bars = excluded.bars, updated_at = excluded.updated_at",
+                (symbol, trading_date.isoformat(), closed_through, bars, now),
+            )
+
+    def progress(self, symbol: str, trading_date: date) -> pd.Timestamp | None:
+        """How far (UTC) the live detector closed the session's bars; ``None`` if never."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT closed_through FROM live_progress WHERE symbol = ? AND trading_date = ?",
+                (symbol, trading_date.isoformat()),
+            ).fetchone()
+        return None if row is None else pd.Timestamp(int(row[0]), unit="ns", tz="UTC")
 
     def count(self, symbol: str, trading_date: date) -> int:
         """Number of live signals of one symbol and trading date."""

@@ -50,6 +50,24 @@ def landed_frame(lines: list[dict[str, object]]) -> pd.DataFrame:
     return frame
 
 
+def landing_files(root: Path) -> list[tuple[str, date, Path]]:
+    """Every landing file under ``root`` (``$FBE_HOME/landing``) as ``(symbol, trading_date,
+    path)``, sorted by date then symbol; empty when ``root`` does not exist."""
+    found = []
+    for path in root.glob("*/*.jsonl"):
+        try:
+            day = date.fromisoformat(path.stem)
+        except ValueError:
+            continue
+        found.append((path.parent.name, day, path))
+    return sorted(found, key=lambda f: (f[1], f[0]))
+
+
+def landing_days(root: Path) -> list[tuple[str, date]]:
+    """``(symbol, trading_date)`` of every landing file: the instruments and days seen live."""
+    return [(symbol, day) for symbol, day, _ in landing_files(root)]
+
+
 @dataclass
 class LandingTail:
     """Follows ``$FBE_HOME/landing/<SYMBOL>/<YYYY-MM-DD>.jsonl`` files as they grow.
@@ -75,14 +93,7 @@ class LandingTail:
 
     def files(self) -> list[tuple[str, date, Path]]:
         """Every landing file as ``(symbol, trading_date, path)``, sorted by date then symbol."""
-        found = []
-        for path in self.root.glob("*/*.jsonl"):
-            try:
-                day = date.fromisoformat(path.stem)
-            except ValueError:
-                continue
-            found.append((path.parent.name, day, path))
-        return sorted(found, key=lambda f: (f[1], f[0]))
+        return landing_files(self.root)
 
     def poll(self) -> dict[tuple[str, date], pd.DataFrame]:
         """New complete lines since the last poll.

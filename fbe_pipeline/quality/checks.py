@@ -303,3 +303,55 @@ def check_raw_objects(findings: list[Finding], symbol: str, trading_date: date) 
             **({"summary": summary} if findings else {}),
         },
     )
+
+
+def check_live_parity(
+    batch: pd.DataFrame, live: pd.DataFrame, closed_through: pd.Timestamp | None
+) -> CheckOutcome:
+    """The live detector's signals of a session equal the batch ones (issue 8, SPEC §4).
+
+    Parameters
+    ----------
+    batch : pandas.DataFrame
+        The ``signals`` asset's rows of the session (``signal_id``, ``ts``, ``bar_close``,
+        ``direction``, ``score``).
+    live : pandas.DataFrame
+        The live signals of the session (same columns, from the live signal store).
+    closed_through : pandas.Timestamp or None
+        How far (UTC) the live detector closed bars of the session; ``None`` when the session
+        was not live (the check passes with ``live`` = false).
+
+    Returns
+    -------
+    CheckOutcome
+        Passes when every live signal has a batch signal with the same ``signal_id``,
+        direction and score (so the same bar: a live signal is never earlier than the batch
+        one), and every batch signal whose bar closed by ``closed_through`` is live. Metadata:
+        counts, ``missing_live`` and ``not_in_batch`` ids, ``different`` (same id, other
+        direction or score).
+    """
+    if closed_through is None:
+        return CheckOutcome(True, {"live": False, "batch_signals": len(batch)})
+    covered = batch[pd.DatetimeIndex(batch["bar_close"]) <= closed_through]
+    live_ids = set(live["signal_id"])
+    batch_ids = set(batch["signal_id"])
+    missing = sorted(set(covered["signal_id"]) - live_ids)
+    extra = sorted(live_ids - batch_ids)
+    both = batch.merge(live, on="signal_id", suffixes=("_batch", "_live"))
+    differ = both[
+        (both["direction_batch"] != both["direction_live"])
+        | ((both["score_batch"] - both["score_live"]).abs() > 1e-9)
+    ]
+    return CheckOutcome(
+        not missing and not extra and differ.empty,
+        {
+            "live": True,
+            "closed_through": str(closed_through),
+            "batch_signals": len(batch),
+            "batch_signals_live_covered": len(covered),
+            "live_signals": len(live),
+            "missing_live": ", ".join(missing[:10]),
+            "not_in_batch": ", ".join(extra[:10]),
+            "different": ", ".join(differ["signal_id"].head(10)),
+        },
+    )
