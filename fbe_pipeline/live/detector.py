@@ -113,6 +113,9 @@ class _Day:
     prepared: pd.DataFrame | None = None
     unprepared: list[pd.DataFrame] = field(default_factory=list)
     prepared_through: tuple[int, int] = (-1, -1)
+    # Whether live ticks arrived for the session; a session read only for warm-up is not
+    # evaluated.
+    live: bool = False
 
 
 class StreamingDetector:
@@ -177,6 +180,7 @@ class StreamingDetector:
         day = self._day(symbol, trading_date)
         if day is None:
             return 0
+        day.live = True
         fresh = np.zeros(len(frame), dtype=bool)
         for i, key in enumerate(frame["key"].tolist()):
             if key not in day.keys:
@@ -224,6 +228,8 @@ class StreamingDetector:
         for symbol, days in self._days.items():
             edge = self.boundary(symbol)
             for trading_date, day in sorted(days.items()):
+                if not day.live:
+                    continue
                 through = min(edge, day.close_ns)
                 live_close = day.close_ns >= self.started_ns - _DAY_NS
                 if live_close and now >= day.close_ns + self.grace_ns:
