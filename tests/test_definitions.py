@@ -90,6 +90,23 @@ def test_partitions_are_the_instruments_sessions() -> None:
     assert nifty.partitions_def.get_partition_keys() == ["2024-01-24", "2024-01-25", "2024-01-29"]
 
 
+def test_a_live_instruments_partitions_run_to_today() -> None:
+    import exchange_calendars as xcals
+    import pandas as pd
+
+    btc = make_lane(get_instrument("BTCUSDT"), date(2026, 1, 1), date(2026, 1, 2), live=True)
+    today = pd.Timestamp.now(tz="UTC").date().isoformat()
+    keys = btc.partitions_def.get_partition_keys()
+    assert keys[0] == "2026-01-01" and keys[-1] == today
+    spy = make_lane(get_instrument("SPY"), date(2026, 1, 2), date(2026, 1, 2), live=True)
+    # Up to today's session, or on a day without one (a weekend, a holiday) the next session.
+    local_today = pd.Timestamp.now(tz="America/New_York").date()
+    sessions = xcals.get_calendar("XNYS").sessions_in_range("2026-01-02", "2027-06-30")
+    upcoming = sessions[sessions.date >= local_today][0]
+    expected = [d.date().isoformat() for d in sessions[sessions <= upcoming]]
+    assert spy.partitions_def.get_partition_keys() == expected
+
+
 def test_no_dependency_reaches_a_later_partition_or_another_instrument() -> None:
     for lane in LANES:
         deps = _deps(lane)
