@@ -3,10 +3,10 @@
 Owns :class:`LiveService`, one background thread inside the ingest service process. Each step
 reads the new landing lines (:class:`~.tail.LandingTail`), feeds them to the
 :class:`~.detector.StreamingDetector` and the :class:`~.sealer.Sealer`, evaluates the minutes
-that closed, records new signals (:class:`~.signal_store.LiveSignalStore`), reports each closed
-bar through ``on_bars_closed`` (the CLI wires it to Dagster) and, every ``seal_interval_s``,
-seals closed minutes into the raw store. The request handlers only wake the loop, so
-acknowledging a tick never waits for detection.
+that closed, records new signals (:class:`~.signal_store.LiveSignalStore`) and the progress,
+queues each closed bar for ``on_bars_closed`` (the CLI wires it to Dagster; a second thread
+delivers them) and, every ``seal_interval_s``, seals closed minutes into the raw store. The
+request handlers only wake the loop, so acknowledging a tick never waits for detection.
 
 Restart: the landing files of every day with unsealed ticks and of each symbol's two latest
 trading dates are read from the start, pending seals are finished, and the detector recomputes
@@ -16,6 +16,7 @@ the closed minutes: signals already recorded are not recorded again, missing one
 from __future__ import annotations
 
 import logging
+import queue
 import sqlite3
 import threading
 import time
@@ -73,8 +74,9 @@ class LiveService:
     config : ScoringConfig
     options : LiveOptions
     on_bars_closed : callable, optional
-        Called from the loop thread with each :class:`~.detector.BarsClosed`; exceptions are
-        logged, never stop detection.
+        Called with each :class:`~.detector.BarsClosed` from a reporting thread of its own, in
+        order, so a slow receiver (Dagster's event log) never delays detection; exceptions are
+        logged. Reports still queued 30 s after :meth:`stop` are dropped with a warning.
     """
 
     def __init__(
@@ -108,6 +110,8 @@ class LiveService:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reports: queue.Queue[BarsClosed | None] = queue.Queue()
+        self._reporter: threading.Thread | None = None
         self._last_seal = 0.0
         self.error: BaseException | None = None
 
@@ -129,19 +133,37 @@ class LiveService:
         self.sealed.extend(self.sealer.recover())
 
     def start(self) -> None:
-        """Recover, then run the loop in a daemon thread."""
+        """Recover, then run the loop (and the reporting thread) as daemon threads."""
         self.recover()
         self._thread = threading.Thread(target=self._run, name="fbe-live", daemon=True)
         self._thread.start()
+        if self.on_bars_closed is not None:
+            self._reporter = threading.Thread(target=self._report, name="fbe-live-report")
+            self._reporter.daemon = True
+            self._reporter.start()
 
     def stop(self) -> None:
-        """Finish the current step and stop the loop (landed ticks stay in the landing log)."""
+        """Finish the current step, stop the loop, flush the reports (landed ticks stay in the
+        landing log; a restart goes on from there)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join()
+        if self._reporter is not None:
+            self._reports.put(None)
+            self._reporter.join(timeout=30)
+            if self._reporter.is_alive():
+                log.warning("dropping %d unsent bar reports at shutdown", self._reports.qsize())
         self.sealer.close()
         self.signals.close()
+
+    def _report(self) -> None:
+        assert self.on_bars_closed is not None
+        while (item := self._reports.get()) is not None:
+            try:
+                self.on_bars_closed(item)
+            except Exception:  # reporting is best effort; detection goes on
+                log.exception("reporting closed bars of %s failed", item.symbol)
 
     def notify(self) -> None:
         """Wake the loop (new landing lines)."""
@@ -189,10 +211,7 @@ class LiveService:
                 item.symbol, item.trading_date, item.closed_through, item.bars, time.time_ns()
             )
             if self.on_bars_closed is not None:
-                try:
-                    self.on_bars_closed(item)
-                except Exception:  # reporting is best effort; detection goes on
-                    log.exception("reporting closed bars of %s failed", item.symbol)
+                self._reports.put(item)
         due = time.monotonic() - self._last_seal >= self.options.seal_interval_s
         # A finished session goes to the raw store at once, so the batch re-run after the
         # close sees all of it.

@@ -332,6 +332,9 @@ def check_live_parity(
     """
     if closed_through is None:
         return CheckOutcome(True, {"live": False, "batch_signals": len(batch)})
+    # An empty frame's id column may have any dtype; ids are text.
+    batch = batch.assign(signal_id=batch["signal_id"].astype(str))
+    live = live.assign(signal_id=live["signal_id"].astype(str))
     covered = batch[pd.DatetimeIndex(batch["bar_close"]) <= closed_through]
     live_ids = set(live["signal_id"])
     batch_ids = set(batch["signal_id"])
