@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -159,35 +160,54 @@ class Metrics:
             self.stage.labels(name).observe(item.stage_seconds.get(name, 0.0))
 
 
-def _redact(body: bytes) -> bytes:
-    """Return ``body`` with every ``passphrase`` value replaced (raw bytes if not JSON)."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return body
+_PASSPHRASE_VALUE = re.compile(rb'("passphrase"\s*:\s*)"(?:[^"\\]|\\.)*"?', re.DOTALL)
+
+
+def _redact(body: bytes, secret: str) -> bytes:
+    """Return ``body`` with every ``passphrase`` value and every occurrence of ``secret`` replaced.
+
+    A JSON or NDJSON body is rewritten (as JSON) only if it holds either, however escaped. Any
+    other body (broken JSON, bad UTF-8, nested too deeply) keeps its bytes but for each
+    ``"passphrase": "..."`` value and the UTF-8 / UTF-16 spellings of ``secret``.
+    """
+    found = False
 
     def scrub(node: Any) -> Any:
+        nonlocal found
         if isinstance(node, dict):
-            return {k: "***" if k == "passphrase" else scrub(v) for k, v in node.items()}
+            found = found or "passphrase" in node
+            return {scrub(k): "***" if k == "passphrase" else scrub(v) for k, v in node.items()}
         if isinstance(node, list):
             return [scrub(v) for v in node]
+        if isinstance(node, str) and secret in node:
+            found = True
+            return node.replace(secret, "***")
         return node
 
-    if b"passphrase" not in body:
-        return body
-    return json.dumps(scrub(doc)).encode()
+    try:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = _parse_json(body, ndjson=True)  # NDJSON, as the webhook also reads it
+        doc = scrub(doc)
+    except (ValueError, RecursionError):
+        out = _PASSPHRASE_VALUE.sub(rb'\1"***"', body)
+        for codec in ("utf-8", "utf-16-le", "utf-16-be"):
+            out = out.replace(secret.encode(codec), b"***")
+        return out
+    return json.dumps(doc).encode() if found else body
 
 
 def _parse_json(body: bytes, ndjson: bool) -> list[Any]:
     text = body.decode("utf-8")  # UnicodeDecodeError is a ValueError
     if ndjson:
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [json.loads(line) for line in text.split("\n") if line.strip()]
     try:
         doc = json.loads(text)
     except ValueError:
         if "\n" not in text.strip():
             raise
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [json.loads(line) for line in text.split("\n") if line.strip()]
     return doc if isinstance(doc, list) else [doc]
 
 
@@ -215,9 +235,10 @@ def verify_signature(
             stamp = value
         elif name == "v1":
             candidates.append(value)
-    if stamp is None or not stamp.isdigit() or not candidates:
+    if stamp is None or not (stamp.isascii() and stamp.isdigit()) or not candidates:
         raise Refused(401, "bad_signature", "malformed FBE-Signature header: need t=...,v1=...")
-    if abs(now_s - int(stamp)) > tolerance_s:
+    # over 12 digits is past the year 33000: stale (and int() / float() could overflow)
+    if len(stamp) > 12 or abs(now_s - int(stamp)) > tolerance_s:
         raise Refused(401, "stale_timestamp", "timestamp outside tolerance")
     expected = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     if not any(hmac.compare_digest(expected.encode(), c.encode()) for c in candidates):
@@ -345,7 +366,7 @@ def create_app(
                 endpoint=endpoint,
                 reason=refusal.reason,
                 detail=refusal.detail,
-                body=_redact(body),
+                body=_redact(body, settings.webhook_passphrase),
                 remote=request.client.host if request.client else None,
                 content_type=request.headers.get("content-type"),
                 received_ns=ts_recv,
@@ -362,11 +383,13 @@ def create_app(
             raise Refused(415, "unsupported_media_type", f"unsupported content type {media!r}")
         try:
             items = _parse_json(body, ndjson=False)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise Refused(400, "malformed", f"body is not JSON: {exc}") from None
         given = [i.get("passphrase") if isinstance(i, dict) else None for i in items]
         if not items or not all(
-            isinstance(p, str) and hmac.compare_digest(p.encode(), passphrase) for p in given
+            isinstance(p, str)
+            and hmac.compare_digest(p.encode("utf-8", "surrogatepass"), passphrase)
+            for p in given
         ):
             raise Refused(401, "unauthorized", "missing or wrong passphrase")
         alerts = _ALERTS.validate_python(items, context={"symbols": symbols})
@@ -397,7 +420,7 @@ def create_app(
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
             items = _parse_json(body, ndjson=media in ("application/x-ndjson", "application/jsonl"))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise Refused(400, "malformed", f"body is not a JSON array or NDJSON: {exc}") from None
         if not items:
             raise Refused(422, "invalid", "no ticks in the body")

@@ -28,11 +28,30 @@ MIN_TS_NS = int(datetime(1990, 1, 1, tzinfo=UTC).timestamp()) * NS_PER_S
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ISO = re.compile(
     r"^(?P<base>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?)(?:\.(?P<frac>\d{1,9}))?"
-    r"(?P<zone>Z|z|[+-]\d{2}:?\d{2})$"
+    r"(?P<zone>Z|z|[+-]\d{2}:?\d{2})$",
+    re.ASCII,  # \d is 0-9 only: int() would also read e.g. Arabic-Indic digits
 )
 
-Price = Annotated[float, Field(gt=0, allow_inf_nan=False, description="Price, > 0, finite.")]
-Size = Annotated[float, Field(ge=0, allow_inf_nan=False, description="Quantity, >= 0, finite.")]
+
+def _not_bool(value: object) -> object:
+    """JSON ``true`` / ``false`` is no number (pydantic's lax mode would read it as 1 / 0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+Price = Annotated[
+    float,
+    BeforeValidator(_not_bool),
+    Field(gt=0, allow_inf_nan=False, description="Price, > 0, finite."),
+]
+Size = Annotated[
+    float,
+    BeforeValidator(_not_bool),
+    Field(ge=0, allow_inf_nan=False, description="Quantity, >= 0, finite."),
+]
+# The raw store keeps seq as int64.
+Seq = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=2**63 - 1)]
 
 
 def _id_text(value: object) -> object:
@@ -114,7 +133,7 @@ class TradingViewAlert(BaseModel):
     trade_id : str, optional
         Idempotency key from the sender; without it the canonical tick's SHA-256 is used.
     seq : int, optional
-        Sender's sequence number, kept with the tick.
+        Sender's sequence number (0 to 2**63 - 1), kept with the tick.
     passphrase : str, optional
         The shared secret; checked, never stored.
     """
@@ -126,7 +145,7 @@ class TradingViewAlert(BaseModel):
     volume: Size
     timestamp: int = Field(description="ISO-8601 with a zone, e.g. 2024-05-01T13:30:00Z.")
     trade_id: TradeId | None = None
-    seq: int | None = None
+    seq: Seq | None = None
     passphrase: str | None = Field(default=None, repr=False)
 
     @field_validator("timestamp", mode="before")
@@ -176,7 +195,7 @@ class TickIn(BaseModel):
     side: Literal["buy", "sell", "unknown"] = "unknown"
     trade_id: TradeId | None = None
     source: str = Field(default="api", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-    seq: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    seq: Seq | None = None
     exchange: str = Field(default="", max_length=32)
     condition: str = Field(default="", max_length=32)
     ohlc_eligible: bool = True
