@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from moto.server import ThreadedMotoServer
 
+from tests.pg import ops_database_url, postgres_server  # noqa: F401  (fixtures)
+
 
 @pytest.fixture(scope="session")
 def sample_data() -> Path:
