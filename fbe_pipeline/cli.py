@@ -372,7 +372,7 @@ def signals(
             raise typer.Exit(1)
         store = LiveSignalStore(path)
         try:
-            frame = store.signals(symbol, start, end).drop(columns=["closed_through"])
+            frame = store.signals(symbol, start, end).drop(columns=["closed_through", "context"])
         finally:
             store.close()
     else:
@@ -451,6 +451,137 @@ def replay(
         f"{report.elapsed_s:.2f} s, {report.ticks_per_s:,.0f} ticks/s",
         highlight=False,
     )
+
+
+def _gateway():  # type: ignore[no-untyped-def]
+    from fbe_pipeline.execution.runtime import gateway_from_env
+
+    try:
+        return gateway_from_env(paths().home)
+    except ValueError as exc:
+        err.print(f"[red]bad execution config:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _decide(ref: str, user: str, totp: str, approve: bool) -> None:
+    from fbe_pipeline.execution.gateway import ExecutionError
+
+    try:
+        order = _gateway().decide(ref, user, totp, approve)
+    except ExecutionError as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"{order.order_id}: {order.state}")
+
+
+@app.command()
+def approve(
+    ref: Annotated[str, typer.Argument(metavar="ORDER_OR_SIGNAL")],
+    user: Annotated[str, typer.Option(help="an approver")],
+    totp: Annotated[str, typer.Option(help="the approver's current TOTP code")],
+) -> None:
+    """Release an order waiting for approval (TOTP second factor, each code once); audited."""
+    _decide(ref, user, totp, approve=True)
+
+
+@app.command()
+def reject(
+    ref: Annotated[str, typer.Argument(metavar="ORDER_OR_SIGNAL")],
+    user: Annotated[str, typer.Option(help="an approver")],
+    totp: Annotated[str, typer.Option(help="the approver's current TOTP code")],
+) -> None:
+    """Reject an order waiting for approval (TOTP second factor); audited."""
+    _decide(ref, user, totp, approve=False)
+
+
+def _status(symbol: str, status: str, user: str) -> None:
+    from fbe_pipeline.execution.gateway import ExecutionError
+
+    try:
+        auto = _gateway().set_status(symbol, status, user)
+    except ExecutionError as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"{auto.name}: {auto.status}")
+
+
+@app.command()
+def pause(
+    symbol: Annotated[str, typer.Option(help="the automation's symbol")],
+    user: Annotated[str, typer.Option(help="who pauses")] = os.environ.get("USER", "operator"),
+) -> None:
+    """Pause a symbol's paper automation (no new orders); audited."""
+    _status(symbol, "paused", user)
+
+
+@app.command()
+def resume(
+    symbol: Annotated[str, typer.Option(help="the automation's symbol")],
+    user: Annotated[str, typer.Option(help="who resumes")] = os.environ.get("USER", "operator"),
+) -> None:
+    """Resume a paused (or breaker-stopped) automation; audited."""
+    _status(symbol, "active", user)
+
+
+@app.command()
+def stop(
+    symbol: Annotated[str, typer.Option(help="the automation's symbol")],
+    user: Annotated[str, typer.Option(help="who stops")] = os.environ.get("USER", "operator"),
+) -> None:
+    """Stop a symbol's automation until resumed; audited."""
+    _status(symbol, "stopped", user)
+
+
+def _rows(frame: pd.DataFrame, fmt: str, title: str) -> None:
+    if fmt == "json":
+        sys.stdout.write(frame.to_json(orient="records", indent=1) + "\n")
+        return
+    table = Table(title=f"{title} ({len(frame)})")
+    for col in frame.columns:
+        table.add_column(col)
+    for row in frame.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+
+
+@app.command()
+def orders(
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """Paper orders: id, signal, symbol, side, state, prices, slippage and times (UTC)."""
+    from fbe_pipeline.execution.reports import orders_frame
+
+    _rows(orders_frame(_gateway().engine), fmt, "orders")
+
+
+@app.command()
+def positions(
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """Paper positions, open and closed, with marks, exits and PnL (price currency)."""
+    from fbe_pipeline.execution.reports import positions_frame
+
+    _rows(positions_frame(_gateway().engine), fmt, "positions")
+
+
+user_app = typer.Typer(help="People who approve orders.")
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument()],
+    role: Annotated[str, typer.Option(help="viewer, operator, approver or admin")] = "approver",
+) -> None:
+    """Add a user with a fresh TOTP secret; prints the provisioning URI for an authenticator."""
+    from fbe_pipeline.execution.users import UserError, add_user
+
+    try:
+        uri = add_user(_gateway().engine, name, role)
+    except UserError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    console.print(uri, soft_wrap=True, highlight=False)
 
 
 def main() -> None:

@@ -244,3 +244,44 @@ def session_summary(
         config.version,
         version,
     )
+
+
+CONTEXT_COLUMNS: tuple[str, ...] = (
+    "close",
+    "high",
+    "low",
+    "atr14",
+    "range_high",
+    "range_low",
+    "vol_ratio",
+)
+
+
+def signal_context(
+    signals: pd.DataFrame, features: pd.DataFrame, bars: pd.DataFrame
+) -> pd.DataFrame:
+    """What an order needs to know about each signal's bar (bracket levels, slippage).
+
+    Parameters
+    ----------
+    signals : pandas.DataFrame
+        ``signals`` rows (``signal_id``, ``ts``).
+    features, bars : pandas.DataFrame
+        The same session's ``features`` and ``bars_1m`` rows (``ts`` the bar open, UTC).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``signal_id`` and :data:`CONTEXT_COLUMNS` (float64, price currency except
+        ``vol_ratio``): the signal bar's close, high and low, ``atr14``, ``range_high``,
+        ``range_low`` and ``vol_ratio``; one row per signal, same order.
+    """
+    keys = signals[["signal_id", "ts"]].assign(ts=pd.DatetimeIndex(signals["ts"]).as_unit("ns"))
+    feats = features[["ts", "atr14", "range_high", "range_low", "vol_ratio"]].assign(
+        ts=pd.DatetimeIndex(features["ts"]).as_unit("ns")
+    )
+    prices = bars[["ts", "close", "high", "low"]].assign(
+        ts=pd.DatetimeIndex(bars["ts"]).as_unit("ns")
+    )
+    out = keys.merge(prices, on="ts", how="left").merge(feats, on="ts", how="left")
+    return out[["signal_id", *CONTEXT_COLUMNS]].astype(dict.fromkeys(CONTEXT_COLUMNS, "float64"))

@@ -26,6 +26,7 @@ Why results equal the batch ones
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +41,7 @@ from fbe_pipeline.market.frames import TICK_COLUMNS
 from fbe_pipeline.market.instruments import Instrument
 from fbe_pipeline.market.sessions import session_table
 from fbe_pipeline.pipeline import (
+    CONTEXT_COLUMNS,
     NoSessionError,
     session_bars,
     session_bounds,
@@ -47,6 +49,7 @@ from fbe_pipeline.pipeline import (
     session_scores,
     session_signals,
     session_ticks,
+    signal_context,
 )
 from fbe_pipeline.research.config import ScoringConfig
 from fbe_pipeline.storage.store import RawStore
@@ -314,6 +317,12 @@ class StreamingDetector:
         signals = session_signals(session_scores(features, self.config), self.config)
         closes = pd.DatetimeIndex(signals["bar_close"]).as_unit("ns").asi8
         final = signals.loc[closes <= through].reset_index(drop=True)
+        if len(final):
+            context = signal_context(final, features, window)
+            final["context"] = [
+                json.dumps(dict(zip(CONTEXT_COLUMNS, row, strict=True)))
+                for row in context[list(CONTEXT_COLUMNS)].itertuples(index=False)
+            ]
         t3 = time.perf_counter()
         new = self.record(final, through)
         t4 = time.perf_counter()

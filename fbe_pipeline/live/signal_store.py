@@ -4,9 +4,11 @@ Owns the SQLite database ``$FBE_HOME/live/signals.sqlite`` (WAL mode, so the liv
 writes while ``fbe signals``, the Dagster parity check and the paper-execution sensor read) and
 its table ``live_signals``: the columns of the ``signals`` asset
 (:data:`fbe_pipeline.research.scoring.SIGNAL_COLUMNS`) plus ``recorded_at`` (wall clock, ns UTC,
-when the detector recorded the signal) and ``closed_through`` (the event-time boundary, ns UTC,
-up to which bars were closed when the signal was computed). ``signal_id`` is the primary key,
-so a signal is recorded once however often it is recomputed (restarts, replays). The table
+when the detector recorded the signal), ``closed_through`` (the event-time boundary, ns UTC,
+up to which bars were closed when the signal was computed) and ``context`` (JSON of the signal
+bar's :data:`fbe_pipeline.pipeline.CONTEXT_COLUMNS`, what a paper order needs). ``signal_id``
+is the primary key, so a signal is recorded once however often it is recomputed (restarts,
+replays). The table
 ``live_progress`` keeps, per symbol and trading date, how far the detector closed bars.
 """
 
@@ -36,7 +38,8 @@ CREATE TABLE IF NOT EXISTS live_signals (
     components TEXT NOT NULL,
     config_version TEXT NOT NULL,
     recorded_at INTEGER NOT NULL,
-    closed_through INTEGER NOT NULL
+    closed_through INTEGER NOT NULL,
+    context TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS live_signals_day ON live_signals (symbol, trading_date);
 CREATE TABLE IF NOT EXISTS live_progress (
@@ -117,6 +120,7 @@ class LiveSignalStore:
                 str(r.config_version),
                 recorded_at,
                 closed_through,
+                str(getattr(r, "context", "{}")),
             )
             for r in signals.itertuples(index=False)
         ]
@@ -127,7 +131,7 @@ class LiveSignalStore:
                 for row, sid in zip(rows, signals["signal_id"], strict=True):
                     cursor = self._db.execute(
                         "INSERT OR IGNORE INTO live_signals VALUES "
-                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         row,
                     )
                     if cursor.rowcount == 1:
@@ -160,6 +164,26 @@ class LiveSignalStore:
             ).fetchone()
         return None if row is None else pd.Timestamp(int(row[0]), unit="ns", tz="UTC")
 
+    def since(self, rowid: int, limit: int = 1000) -> tuple[pd.DataFrame, int]:
+        """Signals recorded after the row ``rowid`` (SQLite's insertion counter), oldest first.
+
+        Returns
+        -------
+        (pandas.DataFrame, int)
+            The rows (as :meth:`signals` shapes them) and the last rowid returned (``rowid``
+            when there is none): a cursor for the paper sensor.
+        """
+        with self._lock:
+            found = self._db.execute(
+                "SELECT rowid, signal_id FROM live_signals WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (rowid, limit),
+            ).fetchall()
+        if not found:
+            return self.signals().iloc[:0], rowid
+        ids = {sid for _, sid in found}
+        frame = self.signals()
+        return frame[frame["signal_id"].isin(ids)].reset_index(drop=True), int(found[-1][0])
+
     def count(self, symbol: str, trading_date: date) -> int:
         """Number of live signals of one symbol and trading date."""
         with self._lock:
@@ -187,7 +211,7 @@ class LiveSignalStore:
         -------
         pandas.DataFrame
             :data:`SIGNAL_COLUMNS` with the asset's dtypes, plus ``recorded_at`` and
-            ``closed_through`` (``datetime64[ns, UTC]``).
+            ``closed_through`` (``datetime64[ns, UTC]``) and ``context`` (JSON text).
         """
         where, args = [], []
         if symbol:
@@ -211,4 +235,4 @@ class LiveSignalStore:
             frame[col] = pd.to_datetime(frame[col].astype(np.int64), unit="ns", utc=True)
         frame["trading_date"] = pd.to_datetime(frame["trading_date"]).astype("datetime64[ns]")
         frame["score"] = frame["score"].astype(np.float64)
-        return frame[[*SIGNAL_COLUMNS, "recorded_at", "closed_through"]]
+        return frame[[*SIGNAL_COLUMNS, "recorded_at", "closed_through", "context"]]

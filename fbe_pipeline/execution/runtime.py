@@ -1,0 +1,84 @@
+"""Wiring of paper execution for one ``$FBE_HOME``: the gateway from the environment, and one
+paper step (offer new signals, then submit, fill, expire and mark what is open).
+
+Owns :func:`gateway_from_env` and :func:`paper_step`; the Dagster op of the ``paper_orders``
+job and the CLI call them. The only place broker credentials would be read (the paper broker
+needs none).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fbe_pipeline.execution import models as m
+from fbe_pipeline.execution.broker import PaperBroker
+from fbe_pipeline.execution.config import ExecutionConfig
+from fbe_pipeline.execution.db import database_url, engine_for, upgrade
+from fbe_pipeline.execution.gateway import ExecutionGateway, SignalOffer
+from fbe_pipeline.execution.market import SessionMarket
+from fbe_pipeline.market.instruments import load_instruments
+from fbe_pipeline.research.config import ScoringConfig
+from fbe_pipeline.storage.store import RawStore
+
+
+def gateway_from_env(home: Path, env: Mapping[str, str] | None = None) -> ExecutionGateway:
+    """The paper gateway of ``home``: the operational store (``FBE_DATABASE_URL`` or
+    ``$FBE_HOME/ops.sqlite``, migrated), ``FBE_EXECUTION_CONFIG``, ``FBE_SCORING_CONFIG``,
+    the registered instruments and the STOP file.
+
+    Raises
+    ------
+    ValueError
+        On a malformed execution or scoring config.
+    """
+    env = os.environ if env is None else env
+    engine = engine_for(database_url(home, env))
+    upgrade(engine)
+    config = ExecutionConfig.from_env(env)
+    scoring = ScoringConfig.from_dict(json.loads(env.get("FBE_SCORING_CONFIG") or "{}"))
+    instruments = load_instruments(home / "instruments.yaml")
+    stop_file = Path(config.stop_file) if config.stop_file else home / "STOP"
+    broker = PaperBroker(scoring, instruments)
+    return ExecutionGateway(engine, config, scoring, instruments, broker, stop_file)
+
+
+def paper_step(
+    gateway: ExecutionGateway, store: RawStore, landing_dir: Path, offers: list[SignalOffer]
+) -> dict[str, int]:
+    """Offer the signals, then process every session with open orders or positions.
+
+    Returns
+    -------
+    dict
+        ``offered`` signals, ``changed`` orders (expired, submitted, filled, rejected) and
+        ``closed`` positions.
+    """
+    for offer in offers:
+        gateway.offer(offer)
+    with Session(gateway.engine) as s:
+        open_orders = s.execute(
+            select(m.Order.symbol, m.Order.trading_date).where(
+                m.Order.state.in_([m.PENDING_APPROVAL, m.APPROVED, m.SUBMITTED])
+            )
+        ).all()
+        open_positions = s.execute(
+            select(m.Order.symbol, m.Order.trading_date)
+            .join(m.Position, m.Position.order_id == m.Order.order_id)
+            .where(m.Position.status == "open")
+        ).all()
+    sessions = sorted({(sym, day) for sym, day in [*open_orders, *open_positions]})
+    changed = closed = 0
+    for symbol, day in sessions:
+        instrument = gateway.instruments[symbol]
+        market = SessionMarket(store, landing_dir, instrument, date.fromisoformat(day))
+        changed += len(gateway.process(market, market.clock_ns))
+        bars = market.bars.to_dict("records")
+        closed += len(gateway.mark(symbol, bars, market.close_ns, day))
+    return {"offered": len(offers), "changed": changed, "closed": closed}

@@ -1,0 +1,117 @@
+"""Paper execution in Dagster: the ``paper_orders`` job and the ``paper_execution`` sensor
+(issue 9). The sensor turns each new live signal into a run keyed by the signal id (so a signal
+is offered by one run however often the sensor ticks), and asks for a processing run whenever
+the live detector has moved on while orders or positions are open (keyed by that progress)."""
+
+import sqlite3
+
+from dagster import (
+    Config,
+    DefaultSensorStatus,
+    OpExecutionContext,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
+    job,
+    op,
+    sensor,
+)
+from pydantic import Field
+
+from fbe_pipeline.execution.market import offers_from_live
+from fbe_pipeline.execution.runtime import gateway_from_env, paper_step
+from fbe_pipeline.live.signal_store import LiveSignalStore, signals_path
+from fbe_pipeline.settings import paths
+from resources.fbe import RawStoreResource
+
+
+class PaperOrdersConfig(Config):
+    """The live signals to offer (empty: only process open orders and positions)."""
+
+    signal_ids: list[str] = Field(default_factory=list)
+
+
+@op(description="Offer live signals to the paper execution gateway, then process open orders.")
+def paper_orders(
+    context: OpExecutionContext, config: PaperOrdersConfig, raw_store: RawStoreResource
+) -> None:
+    """One paper step (:func:`fbe_pipeline.execution.runtime.paper_step`)."""
+    home = paths().home
+    offers = []
+    if config.signal_ids:
+        store = LiveSignalStore(signals_path(home))
+        try:
+            frame = store.signals()
+        finally:
+            store.close()
+        offers = offers_from_live(frame[frame["signal_id"].isin(config.signal_ids)])
+    counts = paper_step(gateway_from_env(home), raw_store.get_store(), home / "landing", offers)
+    context.log.info(f"paper step: {counts}")
+
+
+@job(description="Paper execution: orders from signals, fills, exits, marks (SPEC §5).")
+def paper_orders_job() -> None:
+    """The paper execution job."""
+    paper_orders()
+
+
+def _progress_stamp() -> int:
+    path = signals_path(paths().home)
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT max(updated_at) FROM live_progress").fetchone()
+    return int(row[0] or 0)
+
+
+def _open_work() -> bool:
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from fbe_pipeline.execution import models as m
+    from fbe_pipeline.execution.db import database_url, engine_for
+
+    engine = engine_for(database_url(paths().home))
+    try:
+        with Session(engine) as s:
+            orders = s.scalar(
+                select(func.count())
+                .select_from(m.Order)
+                .where(m.Order.state.in_([m.PENDING_APPROVAL, m.APPROVED, m.SUBMITTED]))
+            )
+            positions = s.scalar(
+                select(func.count()).select_from(m.Position).where(m.Position.status == "open")
+            )
+    except Exception:  # no operational store yet: nothing is open
+        return False
+    finally:
+        engine.dispose()
+    return bool(orders or positions)
+
+
+@sensor(
+    job=paper_orders_job,
+    minimum_interval_seconds=5,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="New live signals become paper_orders runs (run key: the signal id); open "
+    "orders and positions are processed when the live detector moves on.",
+)
+def paper_execution(context: SensorEvaluationContext):  # type: ignore[no-untyped-def]
+    """Cursor: ``<last live signal rowid>:<last progress stamp processed>``."""
+    path = signals_path(paths().home)
+    if not path.exists():
+        return SkipReason("no live signals yet")
+    last_row, last_stamp = (int(x) for x in (context.cursor or "0:0").split(":"))
+    store = LiveSignalStore(path)
+    try:
+        fresh, row = store.since(last_row)
+    finally:
+        store.close()
+    for signal_id in fresh["signal_id"]:
+        yield RunRequest(
+            run_key=f"signal:{signal_id}",
+            run_config={"ops": {"paper_orders": {"config": {"signal_ids": [signal_id]}}}},
+            tags={"fbe/signal_id": signal_id},
+        )
+    stamp = _progress_stamp()
+    if stamp > last_stamp and len(fresh) == 0 and _open_work():
+        yield RunRequest(run_key=f"process:{stamp}")
+    context.update_cursor(f"{row}:{max(stamp, last_stamp)}")
