@@ -1,7 +1,7 @@
 """Paper execution in Dagster: the ``paper_orders`` job and the ``paper_execution`` sensor
 (issue 9). The sensor turns each new live signal into a run keyed by the signal id (so a signal
 is offered by one run however often the sensor ticks), and asks for a processing run whenever
-the live detector has moved on while orders or positions are open (keyed by that progress)."""
+the live detector has moved on or an open order changed (keyed by that stamp)."""
 
 import sqlite3
 
@@ -55,36 +55,36 @@ def paper_orders_job() -> None:
     paper_orders()
 
 
-def _progress_stamp() -> int:
-    path = signals_path(paths().home)
-    with sqlite3.connect(path) as db:
-        row = db.execute("SELECT max(updated_at) FROM live_progress").fetchone()
-    return int(row[0] or 0)
-
-
-def _open_work() -> bool:
+def _work_stamp() -> int:
+    """Changes whenever processing could change something: the live detector moved on, or an
+    open order changed (an approval, say). 0 when nothing is open."""
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
     from fbe_pipeline.execution import models as m
     from fbe_pipeline.execution.db import database_url, engine_for
 
-    engine = engine_for(database_url(paths().home))
+    home = paths().home
+    engine = engine_for(database_url(home))
     try:
         with Session(engine) as s:
             orders = s.scalar(
-                select(func.count())
-                .select_from(m.Order)
-                .where(m.Order.state.in_([m.PENDING_APPROVAL, m.APPROVED, m.SUBMITTED]))
+                select(func.max(m.Order.updated_ns)).where(
+                    m.Order.state.in_([m.PENDING_APPROVAL, m.APPROVED, m.SUBMITTED])
+                )
             )
             positions = s.scalar(
                 select(func.count()).select_from(m.Position).where(m.Position.status == "open")
             )
     except Exception:  # no operational store yet: nothing is open
-        return False
+        return 0
     finally:
         engine.dispose()
-    return bool(orders or positions)
+    if not orders and not positions:
+        return 0
+    with sqlite3.connect(signals_path(home)) as db:
+        row = db.execute("SELECT max(updated_at) FROM live_progress").fetchone()
+    return max(int(row[0] or 0), int(orders or 0))
 
 
 @sensor(
@@ -92,7 +92,7 @@ def _open_work() -> bool:
     minimum_interval_seconds=5,
     default_status=DefaultSensorStatus.RUNNING,
     description="New live signals become paper_orders runs (run key: the signal id); open "
-    "orders and positions are processed when the live detector moves on.",
+    "orders and positions are processed when the live detector moves on or an order changes.",
 )
 def paper_execution(context: SensorEvaluationContext):  # type: ignore[no-untyped-def]
     """Cursor: ``<last live signal rowid>:<last progress stamp processed>``."""
@@ -111,7 +111,7 @@ def paper_execution(context: SensorEvaluationContext):  # type: ignore[no-untype
             run_config={"ops": {"paper_orders": {"config": {"signal_ids": [signal_id]}}}},
             tags={"fbe/signal_id": signal_id},
         )
-    stamp = _progress_stamp()
-    if stamp > last_stamp and len(fresh) == 0 and _open_work():
+    stamp = _work_stamp()
+    if stamp > last_stamp and len(fresh) == 0:
         yield RunRequest(run_key=f"process:{stamp}")
     context.update_cursor(f"{row}:{max(stamp, last_stamp)}")
