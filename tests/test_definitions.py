@@ -198,3 +198,29 @@ def test_the_code_location_with_several_lanes_validates() -> None:
     assert len({id(t) for t in types.values()}) == 1
     assert next(iter(types.values())).unique_name == "bars_1m"
     Definitions.validate_loadable(defs)
+
+
+def test_detection_never_imports_the_execution_gateway() -> None:
+    """SPEC §5: the gateway (the only code that would read broker credentials) is imported by
+    no detection module: not the domain core outside ``execution/``, not the assets."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    detection = [
+        *root.joinpath("fbe_pipeline").rglob("*.py"),
+        *root.joinpath("assets").rglob("*.py"),
+        *root.joinpath("resources").rglob("*.py"),
+    ]
+    outside = {"cli.py", "definitions.py"}  # entry points that wire execution in
+    offenders = [
+        str(p.relative_to(root))
+        for p in detection
+        if "execution" not in p.relative_to(root).parts
+        and p.name not in outside
+        and re.search(r"^\s*(from|import)\s+fbe_pipeline\.execution", p.read_text(), re.M)
+    ]
+    assert offenders == []
+    assert re.search(
+        r"fbe_pipeline\.execution", root.joinpath("sensors", "paper.py").read_text()
+    )
