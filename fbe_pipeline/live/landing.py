@@ -106,6 +106,15 @@ class AppendResult:
     landed: tuple[LandedTick, ...] = ()
 
 
+@dataclass
+class _Request:
+    """One caller's ticks waiting for a group commit, and its outcome."""
+
+    ticks: list[LandedTick]
+    result: AppendResult | None = None
+    error: BaseException | None = None
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """One refused request as stored (``body`` truncated to 64 KiB; ``received_ns`` ns UTC)."""
@@ -124,8 +133,9 @@ class DeadLetter:
 class LandingLog:
     """Append-only landing files plus the SQLite idempotency and dead-letter store.
 
-    Thread-safe: one lock serializes appends (the service's throughput is bounded by
-    ``fsync``). One instance per process and directory.
+    Thread-safe: appends from concurrent requests are group-committed (one transaction and one
+    ``fsync`` per file for all requests waiting), since ``fsync`` bounds the throughput. One
+    instance per process and directory.
 
     Parameters
     ----------
@@ -140,6 +150,8 @@ class LandingLog:
         self.instruments = instruments
         root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Request] = []
         self._db = sqlite3.connect(
             root / "idempotency.sqlite", check_same_thread=False, isolation_level=None
         )
@@ -194,11 +206,28 @@ class LandingLog:
             # In place: a pydantic copy per tick costs as much as the rest of the append.
             tick.trading_date = day
             tick.key = idempotency_key(tick)
+        request = _Request(ticks)
+        with self._queue_lock:
+            self._queue.append(request)
+        # Group commit: whoever holds the write lock stores every request queued so far in one
+        # transaction and one fsync per file, so concurrent senders share the cost of a sync.
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            if request.result is None and request.error is None:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def _commit(self, batch: list[_Request]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            fresh_by_request: list[list[LandedTick]] = []
+            for item in batch:
                 fresh: list[LandedTick] = []
-                for tick in ticks:
+                for tick in item.ticks:
                     cursor = self._db.execute(
                         "INSERT OR IGNORE INTO landed (key, symbol, trading_date, ts_event,"
                         " ts_recv) VALUES (?, ?, ?, ?, ?)",
@@ -209,12 +238,16 @@ class LandingLog:
                         if tick.seq is None:
                             tick.seq = cursor.lastrowid
                         fresh.append(tick)
-                self._write(fresh)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return AppendResult(len(fresh), len(ticks) - len(fresh), tuple(fresh))
+                fresh_by_request.append(fresh)
+            self._write([t for fresh in fresh_by_request for t in fresh])
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            self._db.execute("ROLLBACK")
+            for item in batch:
+                item.error = exc
+            return
+        for item, fresh in zip(batch, fresh_by_request, strict=True):
+            item.result = AppendResult(len(fresh), len(item.ticks) - len(fresh), tuple(fresh))
 
     def _write(self, ticks: list[LandedTick]) -> None:
         by_day: dict[tuple[str, str], list[str]] = defaultdict(list)
