@@ -54,11 +54,15 @@ class LiveOptions:
         session is also sealed as soon as its last bar closes.
     poll_s : float
         Longest sleep of the loop when nothing wakes it, s.
+    min_step_s : float
+        Shortest time between two steps, s (wake-ups in between are coalesced; it adds at
+        most this much to the bar close -> signal latency).
     """
 
     grace_ms: int = DEFAULT_GRACE_MS
     seal_interval_s: float = DEFAULT_SEAL_INTERVAL_S
     poll_s: float = 0.25
+    min_step_s: float = 0.1
 
 
 class LiveService:
@@ -177,7 +181,13 @@ class LiveService:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             self._wake.wait(self.options.poll_s)
+            # Coalesce wake-ups: a step per accepted request would take the GIL from the
+            # request handlers hundreds of times a second for a few ticks each.
+            pause = self.options.min_step_s - (time.monotonic() - started)
+            if pause > 0 and not self._stop.is_set():
+                time.sleep(pause)
             self._wake.clear()
             try:
                 self.step()
