@@ -193,6 +193,8 @@ class StreamingDetector:
             return 0
         new = frame.loc[fresh, list(TICK_COLUMNS)]
         day.frames.append(new)
+        if len(day.frames) >= 256:  # keep a full recomputation's concat cheap
+            day.frames = [pd.concat(day.frames, ignore_index=True)]
         day.unprepared.append(new)
         return int(fresh.sum())
 
@@ -277,8 +279,12 @@ class StreamingDetector:
         if day.prepared is None or (new and _first(new) <= day.prepared_through):
             frames = [f for f in (day.base, *day.frames) if f is not None and len(f)]
             raw = pd.concat(frames, ignore_index=True) if frames else None
+            if raw is not None and len(day.frames) > 1:
+                # One frame from now on: later recomputations concatenate one frame, not one
+                # per step (single-tick posts would make thousands).
+                day.frames = [raw.iloc[len(day.base) if day.base is not None else 0 :]]
             day.prepared, _ = session_ticks(raw, day.quotes, instrument, trading_date)
-            day.prepared_through = _last(frames)
+            day.prepared_through = _last([raw]) if raw is not None else (-1, -1)
         elif new:
             old = day.prepared
             price = old["price"].to_numpy(np.float64)
