@@ -221,6 +221,4 @@ def test_detection_never_imports_the_execution_gateway() -> None:
         and re.search(r"^\s*(from|import)\s+fbe_pipeline\.execution", p.read_text(), re.M)
     ]
     assert offenders == []
-    assert re.search(
-        r"fbe_pipeline\.execution", root.joinpath("sensors", "paper.py").read_text()
-    )
+    assert re.search(r"fbe_pipeline\.execution", root.joinpath("sensors", "paper.py").read_text())

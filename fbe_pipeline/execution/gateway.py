@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyotp
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -165,6 +165,14 @@ class ExecutionGateway:
 
     def _automation(self, s: Session, symbol: str, day: str) -> tuple[m.Automation, m.Account]:
         name = automation_name(symbol)
+        # Lock before reading: a no-op UPDATE takes the row lock on PostgreSQL and the write
+        # lock on SQLite, so concurrent offers see each other's gate count and orders of the
+        # day instead of both deciding on the same stale values.
+        s.execute(
+            update(m.Automation)
+            .where(m.Automation.name == name)
+            .values(updated_ns=m.Automation.updated_ns)
+        )
         auto = s.get(m.Automation, name)
         now = self.clock()
         if auto is None:
@@ -252,18 +260,23 @@ class ExecutionGateway:
         instrument = self.instruments[offer.symbol]
         name = automation_name(offer.symbol)
         order_id = f"{name}:{offer.signal_id}"
-        try:
-            with Session(self.engine, expire_on_commit=False) as s, s.begin():
-                existing = s.get(m.Order, order_id)
-                if existing is not None:
-                    return existing
-                return self._new_order(s, offer, instrument, order_id)
-        except IntegrityError:  # another worker created it first: the constraint decided
-            with Session(self.engine, expire_on_commit=False) as s:
-                found = s.get(m.Order, order_id)
-            if found is None:
-                raise
-            return found
+        # Two attempts: a worker offering another signal of a new automation may create the
+        # automation first (its primary key refuses ours); the second attempt then finds it.
+        for attempt in (1, 2):
+            try:
+                with Session(self.engine, expire_on_commit=False) as s, s.begin():
+                    existing = s.get(m.Order, order_id)
+                    if existing is not None:
+                        return existing
+                    return self._new_order(s, offer, instrument, order_id)
+            except IntegrityError:  # another worker created it first: the constraint decided
+                with Session(self.engine, expire_on_commit=False) as s:
+                    found = s.get(m.Order, order_id)
+                if found is not None:
+                    return found
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _new_order(
         self, s: Session, offer: SignalOffer, instrument: Instrument, order_id: str
@@ -332,8 +345,12 @@ class ExecutionGateway:
         )
         s.add(order)
         s.flush()
-        detail = json.dumps({"state": state, "qty": order.qty, "source": offer.source})
-        self._audit(s, SYSTEM, "order_created", order_id, reason or "ok", detail)
+        # The reason goes in the detail: audit.outcome is VARCHAR(16) and PostgreSQL refuses
+        # longer values such as "status_paused_slippage" (SQLite would silently accept them).
+        detail = json.dumps(
+            {"state": state, "qty": order.qty, "source": offer.source, "reason": reason}
+        )
+        self._audit(s, SYSTEM, "order_created", order_id, "rejected" if reason else "ok", detail)
         return order
 
     # -- people --------------------------------------------------------------------------------
@@ -362,9 +379,15 @@ class ExecutionGateway:
         ]
         if not matched:
             raise ExecutionError("wrong TOTP code")
+        # No SAVEPOINT here: under pysqlite a SAVEPOINT opened before any write starts its own
+        # transaction, and its RELEASE commits the code as used even when the decision is then
+        # refused and rolled back. A plain insert stays in the decision's transaction; the
+        # primary key still refuses a concurrent second use (IntegrityError at the flush).
+        if s.get(m.UsedTotp, (user, matched[0])) is not None:
+            raise ExecutionError("TOTP code already used")
+        s.add(m.UsedTotp(user=user, step=matched[0], used_ns=self.clock()))
         try:
-            with s.begin_nested():
-                s.add(m.UsedTotp(user=user, step=matched[0], used_ns=self.clock()))
+            s.flush()
         except IntegrityError:
             raise ExecutionError("TOTP code already used") from None
 
@@ -390,6 +413,14 @@ class ExecutionGateway:
         try:
             with Session(self.engine, expire_on_commit=False) as s, s.begin():
                 order = self._order_by_ref(s, ref)
+                # Take the write lock (the row lock on PostgreSQL) before reading the state, so
+                # two concurrent decisions on one order cannot both pass the pending check.
+                s.execute(
+                    update(m.Order)
+                    .where(m.Order.order_id == order.order_id)
+                    .values(updated_ns=m.Order.updated_ns)
+                )
+                s.refresh(order)
                 self._check_totp(s, user, code, "approver")
                 if order.state != m.PENDING_APPROVAL:
                     raise ExecutionError(f"order {order.order_id} is {order.state}, not pending")
@@ -483,14 +514,17 @@ class ExecutionGateway:
                 self._move(s, order, m.EXPIRED, "not approved before its validity")
                 return True
             return False
+        sent_now = order.state == m.APPROVED  # else it was submitted by an earlier step
+        # The STOP file and the status hold a submitted order too: nothing reaches the broker
+        # while execution is halted.
+        halted = self.stop_file.exists()
+        self._risk(s, auto.name, order.order_id, "stop_file", not halted, "before submit")
+        if halted or auto.status != m.ACTIVE:
+            if now_ns > order.valid_until_ns:
+                self._move(s, order, m.EXPIRED, "held by a control past its validity")
+                return True
+            return False
         if order.state == m.APPROVED:
-            halted = self.stop_file.exists()
-            self._risk(s, auto.name, order.order_id, "stop_file", not halted, "before submit")
-            if halted or auto.status != m.ACTIVE:
-                if now_ns > order.valid_until_ns:
-                    self._move(s, order, m.EXPIRED, "held by a control past its validity")
-                    return True
-                return False
             self._move(s, order, m.SUBMITTED, self.broker.name)
         intent = OrderIntent(
             order_id=order.order_id,
@@ -508,10 +542,11 @@ class ExecutionGateway:
         entry_after = order.decision_ns + self.scoring.execution_latency_ms * 1_000_000
         trade = market.next_trade(order.symbol, entry_after)
         # The backtest's entry rule: enter only when the price the order meets lies strictly
-        # between the stop and the target (decided before any slippage).
+        # between the stop and the target (decided before any slippage). A first trade after
+        # the validity is not a price the order meets: the broker expires the order.
         if (
             trade is not None
-            and trade[0] <= now_ns
+            and trade[0] <= min(now_ns, order.valid_until_ns)
             and not entry_decision(order.side, trade[1], order.stop, order.target)
         ):
             self._move(s, order, m.REJECTED, f"entry_outside_bracket: {trade[1]}")
@@ -522,12 +557,12 @@ class ExecutionGateway:
             auto.consecutive_errors += 1
             tripped = auto.consecutive_errors >= self.config.breaker_errors
             self._risk(s, auto.name, order.order_id, "breaker", not tripped, repr(exc))
-            if tripped:
+            if tripped and auto.status != m.STOPPED:
                 auto.status = m.STOPPED
                 self._audit(s, SYSTEM, "breaker_trip", auto.name, "stopped", repr(exc))
             return True
-        if outcome is None:
-            return True
+        if outcome is None:  # no price yet: changed only if it was just submitted
+            return sent_now
         auto.consecutive_errors = 0
         if isinstance(outcome, Rejection):
             state = m.EXPIRED if outcome.reason == "expired" else m.REJECTED
