@@ -301,6 +301,17 @@ def test_live_path_runs_beside_batch_materialize_and_summary(
         _, batch_err = batch.communicate(timeout=600)
         thread.join(60)
         _wait_sealed(tmp_path)
+        # The loop's last summary may have started before the batch run ended.
+        summaries.append(
+            subprocess.run(
+                [sys.executable, "-m", "fbe_pipeline.cli", "summary"],
+                env=env,
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+        )
     finally:
         _stop(proc)
     assert batch.returncode == 0, batch_err
