@@ -1,6 +1,7 @@
 """Paper execution end to end (issue 9): real Binance futures trades replayed twice through
 ``fbe live`` (ingest service, streaming detector, Dagster daemon with the paper sensor on a
-temporary ``DAGSTER_HOME``), then approvals with TOTP codes through ``fbe approve``.
+temporary ``DAGSTER_HOME``), then approvals with TOTP codes through ``fbe approve``; on the
+operational store in SQLite and in a real PostgreSQL server.
 
 Expected: one order per live signal however often the ticks arrive, the first ten of the
 automation waiting for approval, approved ones filled with slippage and shown in positions, a
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pyotp
 import pytest
+from sqlalchemy import create_engine, text
 
 from fbe_pipeline.live.replay import read_ticks, replay_frame
 from fbe_pipeline.market.instruments import get_instrument
@@ -58,7 +60,9 @@ def _wait_for(what: str, check, timeout_s: float = 180):  # type: ignore[no-unty
         time.sleep(1.0)
 
 
-def test_replayed_twice_one_order_per_signal_gated_approved_filled(tmp_path: Path) -> None:
+def test_replayed_twice_one_order_per_signal_gated_approved_filled(
+    tmp_path: Path, ops_database_url: str
+) -> None:
     env = cli_env(
         tmp_path,
         sample_data_dir(),
@@ -67,6 +71,7 @@ def test_replayed_twice_one_order_per_signal_gated_approved_filled(tmp_path: Pat
         FBE_LIVE_SEAL_INTERVAL_S="5",
         # Approvals come minutes after the replayed bars: keep the orders valid.
         FBE_EXECUTION_CONFIG='{"validity_bars": 100000}',
+        FBE_DATABASE_URL=ops_database_url,
     )
     port = free_port()
     live = subprocess.Popen(
@@ -126,8 +131,10 @@ def test_replayed_twice_one_order_per_signal_gated_approved_filled(tmp_path: Pat
         assert result.returncode == 0, result.stderr
         positions = json.loads(result.stdout)
         assert sorted(p["order_id"] for p in positions) == sorted(o["order_id"] for o in done)
-        with sqlite3.connect(tmp_path / "ops.sqlite") as db:
-            audit = db.execute("SELECT actor, action, outcome FROM audit").fetchall()
+        engine = create_engine(ops_database_url)
+        with engine.connect() as db:
+            audit = [tuple(r) for r in db.execute(text("SELECT actor, action, outcome FROM audit"))]
+        engine.dispose()
         assert ("alice", "approve", "ok") in audit and ("alice", "approve", "refused") in audit
         assert ("bob", "approve", "refused") in audit and ("bob", "approve", "ok") in audit
     finally:
