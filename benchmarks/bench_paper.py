@@ -310,6 +310,36 @@ def wait_settled(home: Path, instance: Any, timeout_s: float) -> tuple[float, tu
         time.sleep(1.0)
 
 
+def wait_quiet(instance: Any, timeout_s: float) -> tuple[float, int]:
+    """Wait until no run is queued or in flight (the sensor's ``process:<stamp>`` runs stop
+    once the detector stops moving), so that stopping ``fbe live`` interrupts none; ``(seconds,
+    runs still unfinished)`` (``nan`` seconds on timeout)."""
+    start = time.perf_counter()
+    while True:
+        busy = sum(1 for r in instance.get_run_records() if not r.dagster_run.is_finished)
+        if not busy:
+            return time.perf_counter() - start, 0
+        if time.perf_counter() - start > timeout_s:
+            return float("nan"), busy
+        time.sleep(1.0)
+
+
+def failure_reason(instance: Any, run_id: str) -> str:
+    """The first step or run failure message of a run (empty if none is found)."""
+    from dagster import DagsterEventType
+
+    kinds = {DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}
+    with contextlib.suppress(Exception):  # optional detail: the event API may change
+        for record in instance.get_records_for_run(run_id, of_type=kinds).records:
+            entry = record.event_log_entry
+            event = entry.dagster_event
+            error = getattr(getattr(event, "event_specific_data", None), "error", None)
+            if error is not None:
+                return f"{error.cls_name}: {error.message.strip()}"[:300]
+            return str(entry.message or "")[:300]
+    return ""
+
+
 def run_times(instance: Any, record: Any) -> dict[str, Any]:
     """Wall seconds of one run: created (``RUN_ENQUEUED``, else the row's 1 s timestamp),
     launched, started, step started, ended; plus its kind and status."""
@@ -336,6 +366,7 @@ def run_times(instance: Any, record: Any) -> dict[str, Any]:
         "run_id": run.run_id,
         "kind": kind,
         "status": run.status.value,
+        "failure": failure_reason(instance, run.run_id) if run.status.value == "FAILURE" else "",
         "created_row": created_row,
         "created": stats.enqueued_time if stats.enqueued_time else created_row,
         "launched": stats.launch_time,
@@ -442,6 +473,11 @@ def collect(
         value = diff(r, "started", "ended")
         if value is not None:
             k["_d"].append(value)
+    failures = [
+        {"run_id": r["run_id"], "kind": r["kind"], "reason": r["failure"]}
+        for r in all_runs
+        if r["status"] == "FAILURE"
+    ]
     for k in kinds.values():
         k["created_to_launched_s"] = quantiles(k.pop("_q"), (50, 95))
         k["launched_to_started_s"] = quantiles(k.pop("_l"), (50, 95))
@@ -474,6 +510,7 @@ def collect(
         ),
         "enqueued_minus_row_timestamp_s": quantiles(row_check, (50,)),
         "runs_by_kind": kinds,
+        "failed_runs": failures,
         "sensor_ticks": len(starts),
         "sensor_tick_interval_s": quantiles(list(np.diff(starts)), (50, 95)),
         "sensor_tick_duration_s": quantiles(durations, (50, 95)),
@@ -536,6 +573,12 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             flush=True,
         )
         window_end = time.time()
+        quiet_s, busy = wait_quiet(instance, args.settle_s)
+        print(
+            f"  no run queued or in flight {quiet_s:.1f} s later"
+            + (f" ({busy} still unfinished)" if busy else ""),
+            flush=True,
+        )
     finally:
         stop_s = live.stop()
         print(f"  fbe live stopped in {stop_s:.1f} s", flush=True)
@@ -556,6 +599,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "first_sensor_tick_after_healthy_s": first_tick_s,
         "detector_done_after_s": closed_s,
         "settled_after_s": settle_s,
+        "quiet_after_s": quiet_s,
         "stop_s": stop_s,
         **figures,
     }
@@ -595,6 +639,8 @@ def print_figures(r: dict[str, Any]) -> None:
             f"{fmt_q(k['launched_to_started_s'], 1.0, 's')}; started -> ended "
             f"{fmt_q(k['started_to_ended_s'], 1.0, 's')}"
         )
+    for failed in r["failed_runs"]:
+        print(f"  FAILED run {failed['run_id']} ({failed['kind']}): {failed['reason']}")
     print(
         f"  {SENSOR}: {r['sensor_ticks']} ticks; interval "
         f"{fmt_q(r['sensor_tick_interval_s'], 1.0, 's')}; evaluation "
@@ -603,7 +649,8 @@ def print_figures(r: dict[str, Any]) -> None:
     print(
         f"  start-up: /healthz {r['healthy_s']:.1f} s, first sensor tick "
         f"+{r['first_sensor_tick_after_healthy_s']:.1f} s; replay {r['replay_s']:.1f} s; "
-        f"settled +{r['settled_after_s']:.1f} s; stop {r['stop_s']:.1f} s"
+        f"settled +{r['settled_after_s']:.1f} s; runs quiet +{r['quiet_after_s']:.1f} s; stop "
+        f"{r['stop_s']:.1f} s"
     )
 
 
