@@ -44,7 +44,7 @@ from fbe_pipeline.research.config import ScoringConfig
 from fbe_pipeline.settings import REPO_ROOT, sample_data_dir
 from fbe_pipeline.storage.store import LocalRawStore, RawStore
 from tests.processes import cli_env
-from tests.test_live import free_port
+from tests.test_live import _wait_until_sealed, free_port
 
 KEY = "crash-test-key"
 DATA = sample_data_dir()
@@ -166,20 +166,6 @@ def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 6
         time.sleep(0.05)
 
 
-def _wait_sealed(home: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    with sqlite3.connect(home / "landing" / "idempotency.sqlite") as db:
-        while True:
-            left = db.execute(
-                "SELECT (SELECT count(*) FROM landed WHERE sealed IS NULL)"
-                " + (SELECT count(*) FROM seals WHERE state = 'pending')"
-            ).fetchone()[0]
-            if left == 0:
-                return
-            assert time.monotonic() < deadline, f"{left} ticks still unsealed"
-            time.sleep(0.1)
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
@@ -235,7 +221,7 @@ def test_sigkill_twice_during_a_replay_loses_and_duplicates_nothing(
         thread.join(120)
         assert not thread.is_alive()
         [report] = reports
-        _wait_sealed(tmp_path)
+        _wait_until_sealed(tmp_path, 60)
     finally:
         _stop(proc)
     assert kills == 2
@@ -300,7 +286,7 @@ def test_live_path_runs_beside_batch_materialize_and_summary(
             time.sleep(0.5)
         _, batch_err = batch.communicate(timeout=600)
         thread.join(60)
-        _wait_sealed(tmp_path)
+        _wait_until_sealed(tmp_path, 60)
         # The loop's last summary may have started before the batch run ended.
         summaries.append(
             subprocess.run(

@@ -208,6 +208,15 @@ class ExecutionGateway:
             account.day_start_equity = account.equity
         return auto, account
 
+    def _daily_drawdown(self, account: m.Account) -> tuple[float, float]:
+        """``(loss, limit)`` in the price currency: the loss from the day's opening equity and
+        the stricter of ``max_daily_drawdown`` and ``max_daily_drawdown_pct`` of that equity."""
+        limit = min(
+            self.config.max_daily_drawdown,
+            account.day_start_equity * self.config.max_daily_drawdown_pct / 100.0,
+        )
+        return account.day_start_equity - account.equity, limit
+
     def _controls(
         self, s: Session, auto: m.Automation, account: m.Account, order_id: str, day: str
     ) -> str | None:
@@ -230,11 +239,7 @@ class ExecutionGateway:
         self._risk(s, auto.name, order_id, "max_daily_trades", under, f"{trades} today")
         if not under:
             return "max_daily_trades"
-        loss = account.day_start_equity - account.equity
-        limit = min(
-            self.config.max_daily_drawdown,
-            account.day_start_equity * self.config.max_daily_drawdown_pct / 100.0,
-        )
+        loss, limit = self._daily_drawdown(account)
         within = loss < limit
         self._risk(s, auto.name, order_id, "max_daily_drawdown", within, f"{loss:.2f} of {limit}")
         if not within:
@@ -730,11 +735,7 @@ class ExecutionGateway:
             account.equity = account.starting_equity + account.realized_pnl + float(open_pnl or 0)
             account.peak_equity = max(account.peak_equity, account.equity)
             account.updated_ns = self.clock()
-            loss = account.day_start_equity - account.equity
-            limit = min(
-                self.config.max_daily_drawdown,
-                account.day_start_equity * self.config.max_daily_drawdown_pct / 100.0,
-            )
+            loss, limit = self._daily_drawdown(account)
             if loss >= limit and auto.status == m.ACTIVE:
                 auto.status = m.PAUSED
                 self._risk(s, auto.name, None, "max_daily_drawdown", False, f"{loss:.2f}")
