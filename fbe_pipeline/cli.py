@@ -9,13 +9,14 @@ import sys
 import warnings
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from fbe_pipeline.execution.credentials import take_broker_credentials
 from fbe_pipeline.market.ingest import FORMATS, load_file
 from fbe_pipeline.market.instruments import (
     Instrument,
@@ -31,6 +32,7 @@ app = typer.Typer(add_completion=False, help="FBE, the False Breakout Engine.")
 # Wide enough for the summary table when output goes to a file or CI log.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
+_BROKER_CREDENTIALS: dict[str, str] = {}
 
 
 def _store() -> RawStore:
@@ -301,34 +303,75 @@ def live(
     ui_port: Annotated[int, typer.Option(help="TCP port of the Dagster UI.")] = 3000,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Do not start the Dagster UI.")] = False,
 ) -> None:
-    """Run the live path: the ingest service with its detector (as `fbe serve`), the Dagster
-    daemon (sensors, automation, schedules) and the Dagster UI, on the same FBE_HOME.
+    """Run the live path, each part a process of its own on the same FBE_HOME: the ingest
+    service with its detector (`fbe serve`), a code server for each Dagster code location, the
+    Dagster daemon (sensors, automation, schedules) and the Dagster UI.
 
-    Ctrl-C or SIGTERM stops all of them: the daemon and UI get SIGTERM in their own process
-    groups (with their code servers), and whatever is left after 7 s is killed.
+    Broker credentials (FBE_BROKER_*) go to the execution location's code server only, which
+    starts the paper runs; the detector, the detection location and its runs, the daemon and
+    the UI run without them. Exits 2 when the ingest settings are missing, and with the ingest
+    service's status when it ends. Ctrl-C or SIGTERM stops all of them: each child gets SIGTERM
+    in its own process group, and whatever is left after 7 s is killed.
     """
     import signal
     import subprocess
     import time
 
-    prepare_dagster_home()
-    bin_dir = Path(sys.executable).parent
-    commands = [[str(bin_dir / "dagster-daemon"), "run", "-m", "fbe_pipeline.definitions"]]
-    if not no_ui:
-        commands.append(
-            [
-                str(bin_dir / "dagster-webserver"),
-                "-m",
-                "fbe_pipeline.definitions",
-                "-h",
-                host,
-                "-p",
-                str(ui_port),
-            ]
-        )
-    children = [subprocess.Popen(c, start_new_session=True) for c in commands]
+    from fbe_pipeline.definitions import dagster_instance
+    from fbe_pipeline.execution_definitions import LOCATION_NAME
+    from fbe_pipeline.live.settings import IngestSettings, SettingsError
+
     try:
-        serve(host=host, port=port)
+        IngestSettings.from_env()
+    except SettingsError as exc:
+        err.print(f"[red]cannot start the ingest service:[/red] {exc}")
+        raise typer.Exit(2) from None
+    dagster_home = prepare_dagster_home()
+    # The instance's tables are created once, here: the code servers and the daemon would
+    # otherwise race to create them (two alembic heads).
+    dagster_instance().dispose()
+    bin_dir = Path(sys.executable).parent
+    detection_env = dict(os.environ)
+    execution_env = {**detection_env, **_BROKER_CREDENTIALS}
+    locations = [
+        ("fbe", "fbe_pipeline.definitions", _free_port(), detection_env),
+        (LOCATION_NAME, "fbe_pipeline.execution_definitions", _free_port(), execution_env),
+    ]
+    workspace = dagster_home / "live-workspace.yaml"
+    workspace.write_text(
+        "load_from:\n"
+        + "".join(
+            f"  - grpc_server: {{host: 127.0.0.1, port: {p}, location_name: {name}}}\n"
+            for name, _, p, _ in locations
+        )
+    )
+    commands: list[tuple[list[str], dict[str, str]]] = [
+        (
+            [
+                *(str(bin_dir / "dagster"), "code-server", "start", "-m", module),
+                *("--location-name", name, "-h", "127.0.0.1", "-p", str(p)),
+            ],
+            env,
+        )
+        for name, module, p, env in locations
+    ]
+    commands.append(([str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)], detection_env))
+    if not no_ui:
+        webserver = [str(bin_dir / "dagster-webserver"), "-w", str(workspace)]
+        commands.append(([*webserver, "-h", host, "-p", str(ui_port)], detection_env))
+    ingest = [sys.executable, "-m", "fbe_pipeline.cli", "serve", "--host", host]
+    commands.append(([*ingest, "--port", str(port)], detection_env))
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        for command, env in commands:
+            children.append(subprocess.Popen(command, env=env, start_new_session=True))
+            if len(children) == len(locations):
+                _wait_for_code_servers([p for _, _, p, _ in locations], children)
+        # This process only supervises: it ends when the ingest service does, or on a signal.
+        code = children[-1].wait()
+        if code:
+            err.print(f"[red]the ingest service exited with status {code}[/red]")
+            raise typer.Exit(code)
     finally:
         for child in children:
             with contextlib.suppress(ProcessLookupError):
@@ -340,6 +383,37 @@ def live(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+
+
+def _free_port() -> int:
+    """A TCP port on the loopback interface that is free now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_code_servers(ports: list[int], children: list[Any], timeout_s: float = 120) -> None:
+    """Block until every code server answers on its port, so that the daemon and the UI find
+    their locations loaded; raises ``typer.Exit(1)`` when one exits or the time runs out."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    waiting = list(ports)
+    while waiting:
+        if any(child.poll() is not None for child in children):
+            err.print("[red]a Dagster code server exited while starting[/red]")
+            raise typer.Exit(1)
+        if time.monotonic() > deadline:
+            err.print(f"[red]Dagster code servers on ports {waiting} did not start[/red]")
+            raise typer.Exit(1)
+        try:
+            socket.create_connection(("127.0.0.1", waiting[0]), timeout=1).close()
+            waiting.pop(0)
+        except OSError:
+            time.sleep(0.2)
 
 
 @app.command()
@@ -626,6 +700,9 @@ def main() -> None:
             # Between two partition runs the handler is ours for a few ms only.
             time.sleep(0.002)
 
+    # Only `fbe live` hands broker credentials on, to the execution code server; no other
+    # command (and nothing it imports) may read them from this process's environment.
+    _BROKER_CREDENTIALS.update(take_broker_credentials(os.environ))
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     read_fd, write_fd = os.pipe()

@@ -22,6 +22,7 @@ from fbe_pipeline.execution.market import offers_from_live
 from fbe_pipeline.execution.runtime import gateway_from_env, paper_step
 from fbe_pipeline.live.signal_store import LiveSignalStore, signals_path
 from fbe_pipeline.settings import paths
+from resources.broker import BrokerResource
 from resources.fbe import RawStoreResource
 
 
@@ -33,7 +34,10 @@ class PaperOrdersConfig(Config):
 
 @op(description="Offer live signals to the paper execution gateway, then process open orders.")
 def paper_orders(
-    context: OpExecutionContext, config: PaperOrdersConfig, raw_store: RawStoreResource
+    context: OpExecutionContext,
+    config: PaperOrdersConfig,
+    raw_store: RawStoreResource,
+    broker: BrokerResource,
 ) -> None:
     """One paper step (:func:`fbe_pipeline.execution.runtime.paper_step`)."""
     home = paths().home
@@ -45,7 +49,8 @@ def paper_orders(
         finally:
             store.close()
         offers = offers_from_live(frame[frame["signal_id"].isin(config.signal_ids)])
-    counts = paper_step(gateway_from_env(home), raw_store.get_store(), home / "landing", offers)
+    gateway = gateway_from_env(home, broker=broker.get_broker)
+    counts = paper_step(gateway, raw_store.get_store(), home / "landing", offers)
     context.log.info(f"paper step: {counts}")
 
 

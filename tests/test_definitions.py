@@ -140,7 +140,7 @@ def test_domain_core_has_no_dagster_import(module: str) -> None:
     import re
 
     root = pathlib.Path(__file__).resolve().parents[1] / module
-    entry_points = {"definitions.py", "cli.py"}
+    entry_points = {"definitions.py", "execution_definitions.py", "cli.py"}
     offenders = [
         str(p.relative_to(root))
         for p in root.rglob("*.py")
@@ -201,8 +201,9 @@ def test_the_code_location_with_several_lanes_validates() -> None:
 
 
 def test_detection_never_imports_the_execution_gateway() -> None:
-    """SPEC §5: the gateway (the only code that would read broker credentials) is imported by
-    no detection module: not the domain core outside ``execution/``, not the assets."""
+    """SPEC §5: the gateway (the only code that reads broker credentials) is imported by no
+    detection module: not the domain core outside ``execution/``, not the detection location's
+    definitions, assets, resources or sensors."""
     import pathlib
     import re
 
@@ -211,8 +212,10 @@ def test_detection_never_imports_the_execution_gateway() -> None:
         *root.joinpath("fbe_pipeline").rglob("*.py"),
         *root.joinpath("assets").rglob("*.py"),
         *root.joinpath("resources").rglob("*.py"),
+        *root.joinpath("sensors").rglob("*.py"),
     ]
-    outside = {"cli.py", "definitions.py"}  # entry points that wire execution in
+    # The execution code location and its broker resource, and the CLI that starts both.
+    outside = {"cli.py", "execution_definitions.py", "broker.py", "paper.py"}
     offenders = [
         str(p.relative_to(root))
         for p in detection

@@ -2,15 +2,15 @@
 paper step (offer new signals, then submit, fill, expire and mark what is open).
 
 Owns :func:`gateway_from_env` and :func:`paper_step`; the Dagster op of the ``paper_orders``
-job and the CLI call them. The only place broker credentials would be read (the paper broker
-needs none).
+job and the CLI call them. Broker credentials reach it only inside the execution code location,
+through the broker factory of ``resources/broker.py``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from pathlib import Path
 
@@ -18,20 +18,28 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fbe_pipeline.execution import models as m
-from fbe_pipeline.execution.broker import PaperBroker
+from fbe_pipeline.execution.broker import Broker, PaperBroker
 from fbe_pipeline.execution.config import ExecutionConfig
 from fbe_pipeline.execution.db import database_url, engine_for, upgrade
 from fbe_pipeline.execution.gateway import ExecutionGateway, SignalOffer
 from fbe_pipeline.execution.market import SessionMarket
-from fbe_pipeline.market.instruments import load_instruments
+from fbe_pipeline.market.instruments import Instrument, load_instruments
 from fbe_pipeline.research.config import ScoringConfig
 from fbe_pipeline.storage.store import RawStore
 
 
-def gateway_from_env(home: Path, env: Mapping[str, str] | None = None) -> ExecutionGateway:
-    """The paper gateway of ``home``: the operational store (``FBE_DATABASE_URL`` or
+def gateway_from_env(
+    home: Path,
+    env: Mapping[str, str] | None = None,
+    broker: Callable[[ScoringConfig, Mapping[str, Instrument]], Broker] | None = None,
+) -> ExecutionGateway:
+    """The gateway of ``home``: the operational store (``FBE_DATABASE_URL`` or
     ``$FBE_HOME/ops.sqlite``, migrated), ``FBE_EXECUTION_CONFIG``, ``FBE_SCORING_CONFIG``,
     the registered instruments and the STOP file.
+
+    ``broker`` makes the broker from the scoring config and the instruments (the execution
+    location's ``BrokerResource.get_broker``, which holds the credentials); by default the
+    paper broker, which needs none (CLI approvals and reports never submit).
 
     Raises
     ------
@@ -45,8 +53,8 @@ def gateway_from_env(home: Path, env: Mapping[str, str] | None = None) -> Execut
     scoring = ScoringConfig.from_dict(json.loads(env.get("FBE_SCORING_CONFIG") or "{}"))
     instruments = load_instruments(home / "instruments.yaml")
     stop_file = Path(config.stop_file) if config.stop_file else home / "STOP"
-    broker = PaperBroker(scoring, instruments)
-    return ExecutionGateway(engine, config, scoring, instruments, broker, stop_file)
+    venue = (broker or PaperBroker)(scoring, instruments)
+    return ExecutionGateway(engine, config, scoring, instruments, venue, stop_file)
 
 
 def paper_step(
