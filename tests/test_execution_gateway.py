@@ -140,8 +140,11 @@ class Ops:
     stop_file: Path
     clock: Clock
 
-    def gateway(self, broker: Any = None, **limits: Any) -> ExecutionGateway:
+    def gateway(
+        self, broker: Any = None, feeds_down: set[str] | None = None, **limits: Any
+    ) -> ExecutionGateway:
         instruments = load_instruments()
+        down = set() if feeds_down is None else feeds_down
         return ExecutionGateway(
             self.engine,
             ExecutionConfig(**limits),
@@ -150,6 +153,7 @@ class Ops:
             broker or PaperBroker(SCORING, instruments),
             stop_file=self.stop_file,
             clock=self.clock,
+            feeds_down=lambda: set(down),
         )
 
     def order(self, order_id: str) -> m.Order:
@@ -215,6 +219,7 @@ def ops(ops_database_url: str, tmp_path: Path) -> Iterator[Ops]:
 
 PASSED = [
     ("stop_file", "pass"),
+    ("data_feed_down", "pass"),
     ("status", "pass"),
     ("max_daily_trades", "pass"),
     ("max_daily_drawdown", "pass"),
@@ -526,6 +531,37 @@ def test_stop_file_blocks_offers_and_holds_approved_orders(ops: Ops, day: Day) -
     assert ops.count(m.Fill) == 0 and ops.count(m.Position) == 0
 
 
+def test_feed_safe_mode_pauses_the_automation_and_holds_orders(ops: Ops, day: Day) -> None:
+    """Issue 14: a feed whose circuit opened puts its symbols in safe mode: the automation is
+    paused with reason ``data_feed_down``, an approved order is held, a new signal is refused,
+    and recovery of the feed does not resume trading (the operator does)."""
+    down: set[str] = set()
+    gateway = ops.gateway(approval_gate_trades=0, feeds_down=down)
+    first = gateway.offer(day.offers[0])
+    assert first.state == m.APPROVED
+    down.add(SYMBOL)
+    fill_ts, _, _ = expected_entry(day, day.offers[0])
+    assert gateway.process(FrameMarketData(day.ticks), fill_ts) == []
+    assert ops.order(first.order_id).state == m.APPROVED
+    assert ops.automation().status == m.PAUSED
+    assert ops.audit("status_paused") == [("system", "status_paused", AUTO, "ok", "data_feed_down")]
+    assert ops.risk(first.order_id, "data_feed_down")[-1] == (
+        first.order_id,
+        "data_feed_down",
+        "block",
+        SYMBOL,
+    )
+    refused = gateway.offer(day.offers[1])
+    assert (refused.state, refused.reason) == (m.REJECTED, "data_feed_down")
+
+    down.clear()
+    still = gateway.offer(day.offers[2])
+    assert (still.state, still.reason) == (m.REJECTED, "status_paused")
+    gateway.set_status(SYMBOL, m.ACTIVE, "operator")
+    assert gateway.offer(day.offers[3]).state == m.APPROVED
+    assert ops.count(m.Fill) == 0
+
+
 # --- 5. circuit breaker ----------------------------------------------------------------------
 
 
@@ -566,7 +602,11 @@ def test_circuit_breaker_stops_after_consecutive_errors_and_resumes(ops: Ops, da
     # Stopped: a new signal is refused by the status control.
     refused = gateway.offer(day.offers[3])
     assert (refused.state, refused.reason) == (m.REJECTED, "status_stopped")
-    assert controls(ops, refused.order_id) == [("stop_file", "pass"), ("status", "block")]
+    assert controls(ops, refused.order_id) == [
+        ("stop_file", "pass"),
+        ("data_feed_down", "pass"),
+        ("status", "block"),
+    ]
 
     # An operator resumes; with the venue back the submitted orders fill.
     resumed = gateway.set_status(SYMBOL, "active", "alice")
@@ -640,7 +680,7 @@ def test_max_daily_trades(ops: Ops, day: Day) -> None:
         (orders[2].order_id, "block", "2 today"),
         (orders[3].order_id, "block", "2 today"),
     ]
-    assert controls(ops, orders[2].order_id) == [*PASSED[:2], ("max_daily_trades", "block")]
+    assert controls(ops, orders[2].order_id) == [*PASSED[:3], ("max_daily_trades", "block")]
     created = ops.audit("order_created")
     assert [(a[3], json.loads(a[4])["reason"]) for a in created] == [
         ("ok", None),
@@ -692,7 +732,7 @@ def test_daily_drawdown_pauses_the_automation(ops: Ops, day: Day) -> None:
     gateway.set_status(SYMBOL, "active", "alice")
     blocked = gateway.offer(day.offers[4])
     assert (blocked.state, blocked.reason) == (m.REJECTED, "max_daily_drawdown")
-    assert controls(ops, blocked.order_id) == [*PASSED[:3], ("max_daily_drawdown", "block")]
+    assert controls(ops, blocked.order_id) == [*PASSED[:4], ("max_daily_drawdown", "block")]
     assert ops.risk(blocked.order_id)[-1][3] == f"{-pos.pnl:.2f} of 5.0"
 
 

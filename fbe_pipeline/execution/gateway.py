@@ -108,6 +108,9 @@ class ExecutionGateway:
         Its presence halts all execution at once.
     clock : callable
         Wall clock, ns UTC (tests inject one).
+    feeds_down : callable, optional
+        Symbols whose market-data feed is in safe mode now (circuit open, issue 14): their
+        automation is paused with reason ``data_feed_down`` and they get no new order.
     """
 
     def __init__(
@@ -119,8 +122,10 @@ class ExecutionGateway:
         broker: Broker,
         stop_file: Path,
         clock: Callable[[], int] = time.time_ns,
+        feeds_down: Callable[[], set[str]] = set,
     ) -> None:
         self.engine = engine
+        self.feeds_down = feeds_down
         self.config = config
         self.scoring = scoring
         self.instruments = instruments
@@ -217,6 +222,17 @@ class ExecutionGateway:
         )
         return account.day_start_equity - account.equity, limit
 
+    def _feed_down(self, s: Session, auto: m.Automation, order_id: str) -> bool:
+        """Whether ``auto``'s market-data feed is in safe mode; if so an active automation is
+        paused with reason ``data_feed_down`` (resuming is the operator's call)."""
+        down = auto.symbol in self.feeds_down()
+        self._risk(s, auto.name, order_id, "data_feed_down", not down, auto.symbol)
+        if down and auto.status == m.ACTIVE:
+            auto.status = m.PAUSED
+            auto.updated_ns = self.clock()
+            self._audit(s, SYSTEM, "status_paused", auto.name, "ok", "data_feed_down")
+        return down
+
     def _controls(
         self, s: Session, auto: m.Automation, account: m.Account, order_id: str, day: str
     ) -> str | None:
@@ -225,6 +241,8 @@ class ExecutionGateway:
         self._risk(s, auto.name, order_id, "stop_file", not halted, str(self.stop_file))
         if halted:
             return "stop_file"
+        if self._feed_down(s, auto, order_id):
+            return "data_feed_down"
         active = auto.status == m.ACTIVE
         self._risk(s, auto.name, order_id, "status", active, auto.status)
         if not active:
@@ -524,6 +542,7 @@ class ExecutionGateway:
         # while execution is halted.
         halted = self.stop_file.exists()
         self._risk(s, auto.name, order.order_id, "stop_file", not halted, "before submit")
+        halted = self._feed_down(s, auto, order.order_id) or halted
         if halted or auto.status != m.ACTIVE:
             if now_ns > order.valid_until_ns:
                 self._move(s, order, m.EXPIRED, "held by a control past its validity")

@@ -23,6 +23,7 @@ from fbe_pipeline.execution.config import ExecutionConfig
 from fbe_pipeline.execution.db import database_url, engine_for, upgrade
 from fbe_pipeline.execution.gateway import ExecutionGateway, SignalOffer
 from fbe_pipeline.execution.market import SessionMarket
+from fbe_pipeline.live.feeds.status import FeedStatusStore, feeds_path
 from fbe_pipeline.market.instruments import Instrument, load_instruments
 from fbe_pipeline.research.config import ScoringConfig
 from fbe_pipeline.storage.store import RawStore
@@ -35,7 +36,7 @@ def gateway_from_env(
 ) -> ExecutionGateway:
     """The gateway of ``home``: the operational store (``FBE_DATABASE_URL`` or
     ``$FBE_HOME/ops.sqlite``, migrated), ``FBE_EXECUTION_CONFIG``, ``FBE_SCORING_CONFIG``,
-    the registered instruments and the STOP file.
+    the registered instruments, the STOP file and the market-data feeds' safe mode.
 
     ``broker`` makes the broker from the scoring config and the instruments (the execution
     location's ``BrokerResource.get_broker``, which holds the credentials); by default the
@@ -54,7 +55,27 @@ def gateway_from_env(
     instruments = load_instruments(home / "instruments.yaml")
     stop_file = Path(config.stop_file) if config.stop_file else home / "STOP"
     venue = (broker or PaperBroker)(scoring, instruments)
-    return ExecutionGateway(engine, config, scoring, instruments, venue, stop_file)
+    return ExecutionGateway(
+        engine,
+        config,
+        scoring,
+        instruments,
+        venue,
+        stop_file,
+        feeds_down=lambda: feeds_in_safe_mode(home),
+    )
+
+
+def feeds_in_safe_mode(home: Path) -> set[str]:
+    """Symbols that a market-data feed of ``home`` has in safe mode (none without feeds)."""
+    path = feeds_path(home)
+    if not path.exists():
+        return set()
+    store = FeedStatusStore(path)
+    try:
+        return store.safe_mode_symbols()
+    finally:
+        store.close()
 
 
 def paper_step(
