@@ -31,7 +31,10 @@ def btc() -> pd.DataFrame:
 
 
 def _detector(
-    tmp_path: Path, started_ns: int | None = None, grace_ms: int = 2000
+    tmp_path: Path,
+    started_ns: int | None = None,
+    grace_ms: int = 2000,
+    feeds_down: set[str] | None = None,
 ) -> tuple[StreamingDetector, list[pd.DataFrame]]:
     recorded: list[pd.DataFrame] = []
 
@@ -46,6 +49,7 @@ def _detector(
         record,
         grace_ms=grace_ms,
         started_ns=started_ns,
+        feeds_down=lambda: set(feeds_down or ()),
     )
     return detector, recorded
 
@@ -95,6 +99,26 @@ def test_the_wall_clock_closes_a_live_session_but_not_a_replayed_one(
     replayed.add("BTCUSDT", DAY, shifted)
     [only] = replayed.advance(now_ns=close_ns + 400 * 86_400 * 10**9)
     assert not only.session_closed
+
+
+def test_the_wall_clock_closes_nothing_while_the_feed_is_down(
+    tmp_path: Path, btc: pd.DataFrame
+) -> None:
+    """Issue 14: a stale feed's last minute is a gap, not a flat bar; its next trade (event
+    time) or its recovery closes it."""
+    _, close_ns = session_bounds(INSTRUMENTS["BTCUSDT"], DAY)
+    shifted = btc.head(50).assign(
+        ts_event=close_ns - 90 * 10**9 + np.arange(50) * 10**9, seq=np.arange(50)
+    )
+    down = {"BTCUSDT"}
+    live, _ = _detector(tmp_path, started_ns=close_ns - 3600 * 10**9, feeds_down=down)
+    live.add("BTCUSDT", DAY, shifted)
+    [first] = live.advance(now_ns=close_ns - 10**9)
+    assert live.advance(now_ns=close_ns + 60 * 10**9) == []
+    down.clear()
+    [closed] = live.advance(now_ns=close_ns + 61 * 10**9)
+    assert closed.session_closed and closed.closed_through == close_ns
+    assert first.closed_through < close_ns
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

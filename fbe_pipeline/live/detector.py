@@ -11,7 +11,8 @@ When a minute closes
     boundary past the earlier session's close, which closes its last bar. A session that
     closes by the wall clock while the service runs (close + grace <= now, and the close is
     no older than a day before the service started, so historic replays are left to event
-    time) closes its last bar too.
+    time) closes its last bar too, unless the symbol's market-data feed is down (stale,
+    reconnecting or in safe mode).
 
 Why results equal the batch ones
     Each evaluation recomputes the session so far with :func:`~fbe_pipeline.pipeline.session_ticks`,
@@ -142,6 +143,10 @@ class StreamingDetector:
         Event-time grace for late ticks, ms (default 2,000).
     started_ns : int, optional
         Wall clock at service start, ns UTC (default now); bounds the wall-clock close rule.
+    feeds_down : callable, optional
+        Symbols whose market-data feed is stale, reconnecting or in safe mode now: their
+        sessions never close by the wall clock (a minute without data from a dead feed is a
+        gap, not a flat bar); event time still closes them.
     """
 
     def __init__(
@@ -152,8 +157,10 @@ class StreamingDetector:
         record: Callable[[pd.DataFrame, int], pd.DataFrame],
         grace_ms: int = DEFAULT_GRACE_MS,
         started_ns: int | None = None,
+        feeds_down: Callable[[], set[str]] = set,
     ) -> None:
         self.instruments = instruments
+        self.feeds_down = feeds_down
         self.store = store
         self.config = config
         self.record = record
@@ -230,6 +237,7 @@ class StreamingDetector:
         """
         now = time.time_ns() if now_ns is None else now_ns
         out = []
+        down: set[str] | None = None
         for symbol, days in self._days.items():
             edge = self.boundary(symbol)
             for trading_date, day in sorted(days.items()):
@@ -237,8 +245,10 @@ class StreamingDetector:
                     continue
                 through = min(edge, day.close_ns)
                 live_close = day.close_ns >= self.started_ns - _DAY_NS
-                if live_close and now >= day.close_ns + self.grace_ns:
-                    through = day.close_ns
+                if live_close and now >= day.close_ns + self.grace_ns and through < day.close_ns:
+                    down = self.feeds_down() if down is None else down
+                    if symbol not in down:
+                        through = day.close_ns
                 if through > day.closed_through and through > day.open_ns:
                     out.append(self._evaluate(symbol, trading_date, day, through))
         return out

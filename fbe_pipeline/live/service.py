@@ -27,6 +27,7 @@ from datetime import date
 from pathlib import Path
 
 from fbe_pipeline.live.detector import DEFAULT_GRACE_MS, BarsClosed, StreamingDetector
+from fbe_pipeline.live.feeds.status import down_symbols_reader
 from fbe_pipeline.live.sealer import Seal, Sealer
 from fbe_pipeline.live.signal_store import LiveSignalStore, signals_path
 from fbe_pipeline.live.tail import LandingTail
@@ -104,6 +105,7 @@ class LiveService:
             config,
             record=lambda s, through: self.signals.record(s, time.time_ns(), through),
             grace_ms=self.options.grace_ms,
+            feeds_down=down_symbols_reader(home),
         )
         self.on_bars_closed = on_bars_closed
         # Recent history for tests, metrics and the benchmark.

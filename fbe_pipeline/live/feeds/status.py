@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -186,9 +188,38 @@ class FeedStatusStore:
         """Every recorded event, oldest first (``ts_ns, feed, symbol, event, detail``)."""
         return pd.read_sql_query("SELECT * FROM feed_events ORDER BY event_id", self.db)
 
+    def down_symbols(self) -> set[str]:
+        """Symbols that some feed has stale, reconnecting or in safe mode now."""
+        rows = self.db.execute(
+            "SELECT DISTINCT symbol FROM feed_symbols WHERE state IN (?, ?, ?)",
+            (STALE, RECONNECTING, SAFE_MODE),
+        ).fetchall()
+        return {r[0] for r in rows}
+
     def safe_mode_symbols(self) -> set[str]:
         """Symbols that some feed has in safe mode now."""
         rows = self.db.execute(
             "SELECT DISTINCT symbol FROM feed_symbols WHERE state = ?", (SAFE_MODE,)
         ).fetchall()
         return {r[0] for r in rows}
+
+
+def down_symbols_reader(home: Path, ttl_s: float = 1.0) -> Callable[[], set[str]]:
+    """A cached ``() -> set`` of :meth:`FeedStatusStore.down_symbols` of ``home`` (empty while
+    no feed has run), re-read at most every ``ttl_s`` seconds: the detector asks often."""
+    path = feeds_path(home)
+    cached: list[Any] = [float("-inf"), set()]
+
+    def down() -> set[str]:
+        if time.monotonic() - cached[0] >= ttl_s:
+            symbols: set[str] = set()
+            if path.exists():
+                store = FeedStatusStore(path)
+                try:
+                    symbols = store.down_symbols()
+                finally:
+                    store.close()
+            cached[:] = [time.monotonic(), symbols]
+        return set(cached[1])
+
+    return down
