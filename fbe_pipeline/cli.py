@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console
@@ -41,7 +44,37 @@ def _store() -> RawStore:
     return raw_store_from_env(deferred=False).get_store()
 
 
-def _instrument(symbol: str, calendar: str | None, tick_size: float) -> Instrument:
+# Quote currency of a new instrument when --currency is not given, by exchange calendar.
+CALENDAR_CURRENCIES = {
+    "XNYS": "USD",
+    "XNAS": "USD",
+    "CMES": "USD",
+    "CBOT": "USD",
+    "COMEX": "USD",
+    "NYMEX": "USD",
+    "XNSE": "INR",
+    "XBOM": "INR",
+    "XLON": "GBP",
+    "XETR": "EUR",
+    "XPAR": "EUR",
+    "XTKS": "JPY",
+    "XHKG": "HKD",
+    "XASX": "AUD",
+    "XTSE": "CAD",
+    "XSWX": "CHF",
+}
+
+
+def _instrument(
+    symbol: str,
+    calendar: str | None,
+    steps: Callable[[Instrument], tuple[float, float]],
+    currency: str | None = None,
+) -> Instrument:
+    """The known instrument ``symbol``, or a new one registered on ``calendar`` with the tick
+    and lot sizes ``steps(provisional instrument)`` gives and ``currency`` (default: the
+    calendar's, see :data:`CALENDAR_CURRENCIES`). Raises ``InstrumentError`` (and ``ValueError``
+    from ``steps``) without registering anything."""
     try:
         known = get_instrument(symbol)
     except InstrumentError:
@@ -61,11 +94,59 @@ def _instrument(symbol: str, calendar: str | None, tick_size: float) -> Instrume
             f"unknown exchange calendar {calendar!r} for new symbol {symbol} "
             "(see exchange_calendars.get_calendar_names())"
         )
+    currency = currency or CALENDAR_CURRENCIES.get(calendar)
+    if currency is None:
+        raise InstrumentError(
+            f"new symbol {symbol} on calendar {calendar}: pass --currency (its quote currency)"
+        )
     tz = str(xcals.get_calendar(calendar).tz)
-    instrument = Instrument(symbol=symbol, calendar=calendar, tz=tz, tick_size=tick_size)
+    provisional = Instrument(symbol=symbol, calendar=calendar, tz=tz, tick_size=1.0)
+    tick_size, lot_size = steps(provisional)
+    instrument = Instrument(
+        symbol=symbol,
+        calendar=calendar,
+        tz=tz,
+        tick_size=tick_size,
+        lot_size=lot_size,
+        currency=currency,
+    )
     register_instrument(instrument)
-    err.print(f"registered new instrument {symbol} ({calendar}, {tz})")
+    err.print(
+        f"registered new instrument {symbol} ({calendar}, {tz}, tick {tick_size:g}, "
+        f"lot {lot_size:g}, {currency})"
+    )
     return instrument
+
+
+def _steps_from_files(
+    fmt: str, files: list[Path], tick_size: float | None, lot_size: float | None
+) -> Callable[[Instrument], tuple[float, float]]:
+    """Tick and lot sizes of a new instrument: the given ones, else inferred from the prices
+    and sizes in ``files`` (trades, or quotes' bid and ask)."""
+
+    def steps(provisional: Instrument) -> tuple[float, float]:
+        if tick_size is not None and lot_size is not None:
+            return tick_size, lot_size
+        from fbe_pipeline.market.ingest import read_source
+        from fbe_pipeline.market.tick_size import infer_lot_size, infer_tick_size
+
+        prices, sizes = [], []
+        for path in files:
+            for kind, frame in read_source(fmt, path, provisional).items():
+                if kind == "ticks":
+                    prices.append(frame["price"].to_numpy())
+                    sizes.append(frame["size"].to_numpy())
+                elif kind == "quotes":
+                    prices += [frame["bid_px"].to_numpy(), frame["ask_px"].to_numpy()]
+                    sizes += [frame["bid_sz"].to_numpy(), frame["ask_sz"].to_numpy()]
+        empty = np.array([], dtype=np.float64)
+        if tick_size is None:
+            tick = infer_tick_size(np.concatenate(prices) if prices else empty)
+        if lot_size is None:
+            lot = infer_lot_size(np.concatenate(sizes) if sizes else empty)
+        return tick if tick_size is None else tick_size, lot if lot_size is None else lot_size
+
+    return steps
 
 
 @app.command()
@@ -76,15 +157,32 @@ def load(
     calendar: Annotated[
         str | None, typer.Option(help="exchange calendar; registers SYMBOL when unknown")
     ] = None,
-    tick_size: Annotated[float, typer.Option(help="tick size for a new instrument")] = 0.01,
+    tick_size: Annotated[
+        float | None,
+        typer.Option(help="tick size of a new instrument (default: inferred from the files)"),
+    ] = None,
+    lot_size: Annotated[
+        float | None,
+        typer.Option(help="lot size of a new instrument (default: inferred from the files)"),
+    ] = None,
+    currency: Annotated[
+        str | None,
+        typer.Option(help="quote currency of a new instrument (default: the calendar's)"),
+    ] = None,
 ) -> None:
-    """Load vendor files into the immutable raw store (idempotent)."""
+    """Load vendor files into the immutable raw store (idempotent).
+
+    A new SYMBOL needs --calendar; its tick and lot sizes are inferred from the files' prices
+    and sizes unless given, and its currency is the calendar's unless given (exit 2 when they
+    cannot be inferred).
+    """
     if fmt not in FORMATS:
         err.print(f"[red]unknown format {fmt!r}[/red]; expected one of {', '.join(FORMATS)}")
         raise typer.Exit(2)
     try:
-        instrument = _instrument(symbol, calendar, tick_size)
-    except InstrumentError as exc:
+        steps = _steps_from_files(fmt, files, tick_size, lot_size)
+        instrument = _instrument(symbol, calendar, steps, currency)
+    except (InstrumentError, ValueError, FileNotFoundError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     store = _store()
@@ -636,6 +734,67 @@ def positions(
     from fbe_pipeline.execution.reports import positions_frame
 
     _rows(positions_frame(_gateway().engine), fmt, "positions")
+
+
+@app.command()
+def feed(
+    venue: Annotated[str, typer.Argument(help="binance")],
+    symbols: Annotated[list[str], typer.Option("--symbol", help="symbol (repeat for several)")],
+    ws_url: Annotated[str | None, typer.Option(help="the venue's stream base URL")] = None,
+    rest_url: Annotated[str | None, typer.Option(help="the venue's REST base URL")] = None,
+    url: Annotated[str, typer.Option(help="the ingest service")] = "http://127.0.0.1:8001",
+    name: Annotated[str | None, typer.Option(help="feed name (default: the venue)")] = None,
+) -> None:
+    """Subscribe to a venue's trade stream and forward every trade to the ingest service.
+
+    Needs FBE_INGEST_HMAC_KEY. Unknown symbols are registered from the venue's exchange
+    information. Reconnects with backoff, backfills missed trade ids from the venue's history
+    (or records a gap), and goes to safe mode after 10 failed connections (see `fbe feeds`).
+    SIGTERM or Ctrl-C stops it once the queued trades are acknowledged. Exit 2 on bad
+    settings, 1 when the ingest service refuses a batch or the venue does not list a symbol.
+    """
+    from fbe_pipeline.live.feeds.base import FeedError
+    from fbe_pipeline.live.feeds.runner import make_feed, run_feed, settings_from_env
+
+    try:
+        venue_feed = make_feed(venue, ws_url, rest_url)
+        settings = settings_from_env(url)
+    except ValueError as exc:
+        err.print(f"[red]cannot start the feed:[/red] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        run_feed(paths().home, name or venue, venue_feed, [s.upper() for s in symbols], settings)
+    except (FeedError, InstrumentError) as exc:
+        err.print(f"[red]feed {name or venue} stopped:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def feeds(
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """Each feed and symbol: state, trades received, backfilled, dropped as duplicates,
+    reconnects, last trade id, lag, and the gaps the venue could not fill."""
+    from fbe_pipeline.live.feeds.status import FeedStatusStore, feeds_path
+
+    store = FeedStatusStore(feeds_path(paths().home))
+    try:
+        rows, gaps = store.symbols(), store.gaps()
+    finally:
+        store.close()
+    if fmt == "json":
+        records = rows.to_dict(orient="records")
+        for record in records:
+            mine = gaps[(gaps["feed"] == record["feed"]) & (gaps["symbol"] == record["symbol"])]
+            record["gap_list"] = mine.drop(columns=["feed", "symbol"]).to_dict(orient="records")
+        sys.stdout.write(json.dumps(records, indent=1, default=str) + "\n")
+        return
+    shown = ["feed", "symbol", "state", "received", "backfilled", "duplicates", "forwarded"]
+    _rows(
+        rows[[*shown, "reconnects", "last_trade_id", "lag_trades", "lag_ms", "gaps"]], fmt, "feeds"
+    )
+    if len(gaps):
+        _rows(gaps.drop(columns=["gap_id"]), fmt, "gaps")
 
 
 user_app = typer.Typer(help="People who approve orders.")

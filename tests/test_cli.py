@@ -81,13 +81,17 @@ def test_load_with_bad_file_exits_1_names_it_and_still_loads_the_good_file(
     assert store.manifest()[0].rows == 2
 
 
+NEW_XNYS = ["load", "csv", "--symbol", "NEWSYM", "--calendar", "XNYS"]
+
+
 def test_load_with_new_symbol_and_calendar_registers_and_loads(
     runner: CliRunner, fbe_home: Path, tmp_path: Path
 ) -> None:
     good = _write(tmp_path / "good.csv", GOOD_CSV)
 
     result = runner.invoke(
-        app, ["load", "csv", str(good), "--symbol", "NEWSYM", "--calendar", "XNYS"]
+        app,
+        [*NEW_XNYS, str(good), "--tick-size", "0.01", "--lot-size", "1"],
     )
 
     assert result.exit_code == 0, result.output
@@ -108,6 +112,40 @@ def test_load_with_new_symbol_and_calendar_registers_and_loads(
     assert _flat("1 already stored") in _flat(again.output)
 
 
+def test_a_new_symbol_takes_tick_and_lot_size_from_the_data_and_currency_as_told(
+    runner: CliRunner, fbe_home: Path, sample_data: Path
+) -> None:
+    """Issue 14 item 7: real Binance trades (ticks of 0.01, quantities of 0.001) registered
+    as a new 24/7 symbol quoted in USDT, not with a guessed tick of 0.01 and USD."""
+    trades = sample_data / "tardis" / "tardis_binance-futures_BTCUSDT_trades_2020-02-22.csv"
+    new_btc = ["load", "tardis-trades", str(trades), "--symbol", "BTCNEW", "--calendar", "24/7"]
+    refused = runner.invoke(app, new_btc)
+    assert refused.exit_code == 2
+    assert "--currency" in refused.output
+    assert not (fbe_home / "instruments.yaml").exists()
+
+    result = runner.invoke(
+        app,
+        [*new_btc, "--currency", "USDT"],
+    )
+    assert result.exit_code == 0, result.output
+    [entry] = yaml.safe_load((fbe_home / "instruments.yaml").read_text())["instruments"]
+    assert (entry["tick_size"], entry["lot_size"], entry["currency"]) == (0.01, 0.001, "USDT")
+
+
+def test_a_new_symbol_with_too_few_prices_to_infer_a_tick_exits_2(
+    runner: CliRunner, fbe_home: Path, tmp_path: Path
+) -> None:
+    good = _write(tmp_path / "good.csv", GOOD_CSV)
+    result = runner.invoke(
+        app, ["load", "csv", str(good), "--symbol", "NEWSYM", "--calendar", "XNYS"]
+    )
+    assert result.exit_code == 2
+    assert "--tick-size" in result.output
+    assert not (fbe_home / "instruments.yaml").exists()
+    assert not (fbe_home / "raw" / "manifest.jsonl").exists()
+
+
 def test_load_with_unknown_symbol_without_calendar_exits_2_mentioning_calendar(
     runner: CliRunner, fbe_home: Path, tmp_path: Path
 ) -> None:
@@ -126,7 +164,7 @@ def test_load_with_invalid_new_instrument_exits_2_and_registers_nothing(
     good = _write(tmp_path / "good.csv", GOOD_CSV)
     result = runner.invoke(
         app,
-        ["load", "csv", str(good), "--symbol", "NEWSYM", "--calendar", "XNYS", "--tick-size", "0"],
+        [*NEW_XNYS, str(good), "--tick-size", "0", "--lot-size", "1"],
     )
     assert result.exit_code == 2
     assert _flat("tick_size must be > 0") in _flat(result.output)

@@ -1,4 +1,4 @@
-"""Instruments as configuration: symbol, exchange calendar, time zone, session and tick size.
+"""Instruments as configuration: symbol, exchange calendar, time zone, session, tick and lot size.
 
 The shipped list is ``fbe_pipeline/market/instruments.yaml``; instruments registered on this machine
 (``fbe load ... --calendar``) live in ``$FBE_HOME/instruments.yaml`` and are merged over it.
@@ -6,6 +6,7 @@ The shipped list is ``fbe_pipeline/market/instruments.yaml``; instruments regist
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from datetime import time
@@ -19,6 +20,9 @@ from fbe_pipeline.settings import paths
 
 SHIPPED = Path(__file__).with_name("instruments.yaml")
 _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_.\-]{0,31}$")
+# Quote currencies are ISO codes (USD, INR) or venue asset codes (USDT, FDUSD); 12 leaves room
+# for the longer asset codes some venues quote in.
+_CURRENCY_RE = re.compile(r"^[A-Z0-9]{1,8}$")
 
 
 class InstrumentError(ValueError):
@@ -38,9 +42,13 @@ class Instrument:
     tz : str
         IANA time zone of the venue (exchange-local dates and session tags use it).
     tick_size : float
-        Minimum price increment, in the price currency, > 0.
+        Minimum price increment, in the price currency, > 0 and finite.
+    lot_size : float
+        Minimum quantity increment, in units of the instrument (shares, contracts, coins),
+        > 0 and finite; default 1.0.
     currency : str
-        Price currency.
+        Price (quote) currency, 1-8 characters of ``A-Z0-9`` (e.g. ``USD``, ``USDT``, ``INR``;
+        8 is the width of the operational store's currency column).
     session_open, session_close : datetime.time or None
         Optional local times narrowing each calendar session (``None``: the calendar's own).
     description : str
@@ -52,14 +60,15 @@ class Instrument:
     Raises
     ------
     InstrumentError
-        On a malformed symbol, an unknown calendar or time zone, a non-positive tick size, or
-        a session whose open is not before its close.
+        On a malformed symbol or currency, an unknown calendar or time zone, a tick or lot size
+        that is not positive and finite, or a session whose open is not before its close.
     """
 
     symbol: str
     calendar: str
     tz: str
     tick_size: float
+    lot_size: float = 1.0
     currency: str = "USD"
     session_open: time | None = None
     session_close: time | None = None
@@ -78,8 +87,15 @@ class Instrument:
             ZoneInfo(self.tz)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise InstrumentError(f"{self.symbol}: unknown time zone {self.tz!r}") from exc
-        if not self.tick_size > 0:
-            raise InstrumentError(f"{self.symbol}: tick_size must be > 0, got {self.tick_size}")
+        for name in ("tick_size", "lot_size"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise InstrumentError(f"{self.symbol}: {name} must be > 0 and finite, got {value}")
+        if not _CURRENCY_RE.match(self.currency):
+            raise InstrumentError(
+                f"{self.symbol}: invalid currency {self.currency!r}: use 1-8 characters of A-Z, "
+                "0-9 (the quote currency, e.g. USD, USDT, INR)"
+            )
         if (self.session_open is None) != (self.session_close is None):
             raise InstrumentError(f"{self.symbol}: give both session_open and session_close")
         if self.session_open and self.session_close and self.session_open >= self.session_close:
@@ -115,13 +131,25 @@ def _time(value: object) -> time:
     return parsed
 
 
+def _number(raw: dict[str, object], key: str, default: float | None = None) -> float:
+    """``raw[key]`` as a float (``default`` when absent); KeyError when absent without one."""
+    value = raw[key] if default is None else raw.get(key, default)
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InstrumentError(
+            f"{raw.get('symbol')}: {key} must be a number, got {value!r}"
+        ) from exc
+
+
 def _from_dict(raw: dict[str, object]) -> Instrument:
     try:
         return Instrument(
             symbol=str(raw["symbol"]),
             calendar=str(raw["calendar"]),
             tz=str(raw["tz"]),
-            tick_size=float(raw["tick_size"]),  # type: ignore[arg-type]
+            tick_size=_number(raw, "tick_size"),
+            lot_size=_number(raw, "lot_size", 1.0),
             currency=str(raw.get("currency", "USD")),
             session_open=_parse_time(raw.get("session_open")),
             session_close=_parse_time(raw.get("session_close")),
