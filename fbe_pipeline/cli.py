@@ -738,7 +738,7 @@ def positions(
 
 @app.command()
 def feed(
-    venue: Annotated[str, typer.Argument(help="binance")],
+    venue: Annotated[str, typer.Argument(help="binance or alpaca")],
     symbols: Annotated[list[str], typer.Option("--symbol", help="symbol (repeat for several)")],
     ws_url: Annotated[str | None, typer.Option(help="the venue's stream base URL")] = None,
     rest_url: Annotated[str | None, typer.Option(help="the venue's REST base URL")] = None,

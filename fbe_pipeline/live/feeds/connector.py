@@ -167,6 +167,8 @@ class FeedConnector:
         self.failures = 0
         self.circuit_open = False
         self.stale = False
+        # True from a (re)connect until the first sign of life on the new connection.
+        self._connecting = True
         self.queue: asyncio.Queue[VenueTrade] = asyncio.Queue(settings.queue_max)
         self.last_message = time.monotonic()
         self.disconnected_at_ns: int | None = None
@@ -188,21 +190,6 @@ class FeedConnector:
         elif state == SAFE_MODE:
             log.error("feed %s: %s; its instruments are in safe mode", self.name, detail)
 
-    def _seen(self) -> None:
-        """Any message arrived: the feed is alive."""
-        self.last_message = time.monotonic()
-        for stat in self.stats.values():
-            stat.last_message_ns = time.time_ns()
-        if self.circuit_open:
-            self.circuit_open = False
-            for symbol in self.symbols:
-                self.status.record_event(self.name, symbol, "recovered", "circuit closed")
-            log.warning("feed %s recovered; the circuit is closed", self.name)
-        self.failures = 0
-        self.stale = False
-        if any(s.state != CONNECTED for s in self.stats.values()):
-            self._set_state(CONNECTED)
-
     # -- stream ------------------------------------------------------------------------------
 
     async def _stream(self, client: httpx.AsyncClient) -> None:
@@ -214,8 +201,10 @@ class FeedConnector:
                     url, ping_interval=None, max_queue=64, open_timeout=10, close_timeout=2
                 ) as ws:
                     self._ws = ws
+                    self._connecting = True
                     for message in self.feed.subscribe_messages(self.symbols):
                         await ws.send(message)
+                    await self._catch_up(client)
                     await self._consume(ws, client, opened)
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
                 self.failures += 1
@@ -248,6 +237,18 @@ class FeedConnector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
+    async def _catch_up(self, client: httpx.AsyncClient) -> None:
+        """After (re)connecting, fetch what was published since the last trade passed on, so
+        that the tail of a session is not left waiting for a next live trade; live trades
+        meanwhile wait in the socket and are dropped as duplicates when they overlap."""
+        if not self.feed.sequential_ids:
+            return
+        for symbol in self.symbols:
+            if symbol in self.expected:
+                await self._backfill(
+                    symbol, self.expected[symbol], None, self.last_ns.get(symbol, 0), client
+                )
+
     async def _consume(
         self, ws: ClientConnection, client: httpx.AsyncClient, opened: float
     ) -> None:
@@ -255,12 +256,8 @@ class FeedConnector:
         connection is older than ``max_connection_age_s``."""
         got_any = False
         async for message in ws:
-            if not got_any:
-                got_any = True
-                self._seen()
-                self.disconnected_at_ns = None
-            else:
-                self._alive()
+            got_any = True
+            self._alive()
             parsed = self.feed.parse(message)
             if parsed.error:
                 for stat in self.stats.values():
@@ -315,28 +312,45 @@ class FeedConnector:
         await self.queue.put(trade)
 
     async def _backfill(
-        self, symbol: str, first: int, last: int, next_ns: int, client: httpx.AsyncClient
+        self,
+        symbol: str,
+        first: int,
+        last: int | None,
+        next_ns: int,
+        client: httpx.AsyncClient,
     ) -> None:
         """Fetch ids ``first..last`` of ``symbol`` from the REST history and queue them; ids
-        the venue does not return become gaps."""
+        the venue does not return become gaps.
+
+        With ``last`` None (catching up after a reconnect) it pages until the venue has no
+        more, and leaves the next expected id after the last one fetched; missing ids at the
+        very end are found by the next live trade instead.
+        """
         stat = self.stats[symbol]
         cursor = first
         previous_ns = self.last_ns.get(symbol, next_ns)
-        while cursor <= last:
-            page = await self._history_page(
-                symbol, cursor, min(self.settings.history_page, last - cursor + 1), client
-            )
+        page_size = self.settings.history_page
+        while last is None or cursor <= last:
+            limit = page_size if last is None else min(page_size, last - cursor + 1)
+            page = await self._history_page(symbol, cursor, limit, client)
             if page is None:
-                self._gap(Gap(symbol, cursor, last, previous_ns, next_ns, "history_unavailable"))
+                if last is not None:
+                    self._gap(
+                        Gap(symbol, cursor, last, previous_ns, next_ns, "history_unavailable")
+                    )
                 return
-            rows = [t for t in page if cursor <= (t.trade_id or -1) <= last]
-            if not rows:
-                self._gap(Gap(symbol, cursor, last, previous_ns, next_ns, "not_in_history"))
-                return
-            for trade in sorted(rows, key=lambda t: t.trade_id or 0):
+            self._alive()  # a long backfill is not silence
+            rows = sorted(
+                (t for t in page if t.trade_id is not None and t.trade_id >= cursor),
+                key=lambda t: t.trade_id or 0,
+            )
+            if last is not None:
+                rows = [t for t in rows if (t.trade_id or 0) <= last]
+                if not rows:
+                    self._gap(Gap(symbol, cursor, last, previous_ns, next_ns, "not_in_history"))
+                    return
+            for trade in rows:
                 trade_id = trade.trade_id or 0
-                if trade_id < cursor:
-                    continue
                 if trade_id > cursor:
                     self._gap(
                         Gap(
@@ -353,6 +367,10 @@ class FeedConnector:
                 previous_ns = trade.ts_event_ns
                 self.last_ns[symbol] = trade.ts_event_ns
                 cursor = trade_id + 1
+            if last is None:
+                self.expected[symbol] = cursor
+                if len(page) < limit:
+                    return
 
     async def _history_page(
         self, symbol: str, from_id: int, limit: int, client: httpx.AsyncClient
@@ -490,16 +508,28 @@ class FeedConnector:
             self._alive()
 
     def _alive(self) -> None:
-        """A message or a pong arrived on an open connection."""
+        """A message or a pong arrived: the connection works. Resets the failure count,
+        closes an open circuit and ends staleness."""
         self.last_message = time.monotonic()
-        if self.stale:
-            self.stale = False
-            self._set_state(CONNECTED, "messages again")
+        if not (self.failures or self.circuit_open or self.stale or self._connecting):
+            return
+        if self.circuit_open:
+            self.circuit_open = False
+            for symbol in self.symbols:
+                self.status.record_event(self.name, symbol, "recovered", "circuit closed")
+            log.warning("feed %s recovered; the circuit is closed", self.name)
+        detail = "messages again" if self.stale else ""
+        self.failures = 0
+        self.stale = False
+        self._connecting = False
+        self._set_state(CONNECTED, detail)
 
     def _write_status(self) -> None:
         now_ns = time.time_ns()
         pending = self.queue.qsize()
+        last_message_ns = now_ns - int((time.monotonic() - self.last_message) * 1e9)
         for stat in self.stats.values():
+            stat.last_message_ns = last_message_ns
             stat.lag_trades = pending
             stat.lag_ms = (now_ns - stat.last_trade_ns) / 1e6 if stat.last_trade_ns else 0.0
         self.status.write(self.name, self.feed.venue, self.stats)

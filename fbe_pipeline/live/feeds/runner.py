@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from fbe_pipeline.live.feeds.alpaca import AlpacaFeed
 from fbe_pipeline.live.feeds.base import Feed
 from fbe_pipeline.live.feeds.binance import BinanceFeed
 from fbe_pipeline.live.feeds.connector import FeedConnector, FeedSettings
@@ -26,10 +27,23 @@ from fbe_pipeline.research.config import ScoringConfig
 
 log = logging.getLogger(__name__)
 
+
+def _urls(ws_url: str | None, rest_url: str | None) -> dict[str, str]:
+    return {k: v for k, v in (("ws_url", ws_url), ("rest_url", rest_url)) if v}
+
+
+def _alpaca(ws_url: str | None, rest_url: str | None) -> Feed:
+    return AlpacaFeed(
+        os.environ.get("FBE_FEED_ALPACA_KEY", ""),
+        os.environ.get("FBE_FEED_ALPACA_SECRET", ""),
+        feed=os.environ.get("FBE_FEED_ALPACA_FEED", "iex"),
+        **_urls(ws_url, rest_url),
+    )
+
+
 VENUES: dict[str, Callable[[str | None, str | None], Feed]] = {
-    "binance": lambda ws, rest: BinanceFeed(
-        **{k: v for k, v in (("ws_url", ws), ("rest_url", rest)) if v}
-    ),
+    "binance": lambda ws_url, rest_url: BinanceFeed(**_urls(ws_url, rest_url)),
+    "alpaca": _alpaca,
 }
 
 
@@ -39,7 +53,9 @@ def make_feed(venue: str, ws_url: str | None = None, rest_url: str | None = None
     Raises
     ------
     ValueError
-        On a venue FBE has no connector for.
+        On a venue FBE has no connector for, or missing venue credentials (Alpaca:
+        ``FBE_FEED_ALPACA_KEY`` and ``FBE_FEED_ALPACA_SECRET``; ``FBE_FEED_ALPACA_FEED``
+        picks ``iex`` or ``sip``).
     """
     if venue not in VENUES:
         raise ValueError(f"unknown venue {venue!r}; FBE has feeds for {', '.join(VENUES)}")
