@@ -2,11 +2,13 @@
 
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, asset
 
 from assets.common import Lane, SessionResult, emit, instrument_of, sessions
+from fbe_pipeline.live.feeds.status import feed_gaps
 from fbe_pipeline.pipeline import data_version, session_bars, session_bounds
 from fbe_pipeline.quality import schemas
 from fbe_pipeline.quality.checks import (
@@ -90,7 +92,15 @@ def build_bars_1m(lane: Lane) -> AssetsDefinition:
                         False,
                     ),
                     "bars_expectations": (validate(bars, "bars_1m"), False),
-                    "gap_report": (gap_report(bars, open_ns, close_ns), True),
+                    "gap_report": (
+                        gap_report(
+                            bars,
+                            open_ns,
+                            close_ns,
+                            feed_gaps(Path(raw_store.home), instrument.symbol, open_ns, close_ns),
+                        ),
+                        True,
+                    ),
                     "vendor_reference_match": (vendor, True),
                 },
             )

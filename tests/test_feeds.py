@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,11 @@ from fbe_pipeline.execution.runtime import feeds_in_safe_mode
 from fbe_pipeline.live.feeds.binance import BinanceFeed
 from fbe_pipeline.live.feeds.connector import FeedConnector, FeedSettings
 from fbe_pipeline.live.feeds.runner import register_unknown, session_clock
-from fbe_pipeline.live.feeds.status import FeedStatusStore, feeds_path
+from fbe_pipeline.live.feeds.status import FeedStatusStore, feed_gaps, feeds_path
 from fbe_pipeline.live.replay import WATERMARK_PATH, signature_header
-from fbe_pipeline.market.instruments import load_instruments
+from fbe_pipeline.market.instruments import get_instrument, load_instruments
+from fbe_pipeline.pipeline import prepare_raw_ticks, session_bars, session_bounds
+from fbe_pipeline.quality.checks import gap_report
 from fbe_pipeline.settings import REPO_ROOT, sample_data_dir
 from fbe_pipeline.storage.store import LocalRawStore
 from tests.processes import cli_env
@@ -236,6 +239,20 @@ def test_every_trade_lands_once_through_disconnects_withheld_ids_and_junk(
         in_order[first + 2999],
         in_order[first + 3005],
     )
+    # The session's gap report (a check on bars_1m) lists the feed's gap.
+    day = date(2020, 2, 22)
+    instrument = get_instrument("BTCUSDT")
+    open_ns, close_ns = session_bounds(instrument, day)
+    ticks, _ = prepare_raw_ticks(LocalRawStore(ingest.home / "raw"), instrument, day)
+    report = gap_report(
+        session_bars(ticks, instrument, day),
+        open_ns,
+        close_ns,
+        feed_gaps(ingest.home, "BTCUSDT", open_ns, close_ns),
+    )
+    assert not report.passed
+    assert (report.metadata["feed_gaps"], report.metadata["feed_missing_trades"]) == (1, 5)
+    assert feed_gaps(ingest.home, "BTCUSDT", close_ns, close_ns + 86_400 * 10**9).empty
     assert row["malformed"] == len(junk)
     assert row["duplicates"] >= 1  # the reordered pair: its first arrival was backfilled
     assert row["backfilled"] >= len(withheld)
@@ -344,6 +361,12 @@ def test_fbe_feed_runs_until_sigterm_and_fbe_feeds_reports_it(
     assert row["state"] == "stopped"
     assert row["forwarded"] == len(trades) and row["last_trade_id"] == last
     assert row["gaps"] == 0 and row["gap_list"] == []
+    metrics = httpx.get(f"{ingest.url}/metrics").text
+    labels = 'feed="binance",symbol="BTCUSDT"'
+    assert f"fbe_feed_trades_forwarded{{{labels}}} {float(len(trades))}" in metrics
+    # The exposition sorts labels by name.
+    state = 'fbe_feed_state{feed="binance",state="%s",symbol="BTCUSDT"} %s'
+    assert state % ("stopped", "1.0") in metrics and state % ("connected", "0.0") in metrics
     _assert_landed_once(_landed(ingest, trades), trades, set())
 
 

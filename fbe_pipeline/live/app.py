@@ -36,6 +36,8 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from fbe_pipeline.live.detector import STAGES, BarsClosed
+from fbe_pipeline.live.feeds.metrics import FeedCollector
+from fbe_pipeline.live.feeds.status import feeds_path
 from fbe_pipeline.live.landing import LandingLog
 from fbe_pipeline.live.models import (
     ErrorItem,
@@ -311,6 +313,7 @@ def create_app(
     )
     app.state.landing = landing
     app.state.metrics = metrics
+    metrics.registry.register(FeedCollector(feeds_path(settings.home)))
     app.state.live = live
     app.state.settings = settings
     passphrase = settings.webhook_passphrase.encode()

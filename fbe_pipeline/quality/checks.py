@@ -88,23 +88,49 @@ def check_ticks_in_session(ticks: pd.DataFrame, open_ns: int, close_ns: int) -> 
     )
 
 
-def gap_report(bars: pd.DataFrame, open_ns: int, close_ns: int) -> CheckOutcome:
-    """Session minutes without a bar (gaps longer than the fill limit, or at the edges).
+def gap_report(
+    bars: pd.DataFrame, open_ns: int, close_ns: int, feed_gaps: pd.DataFrame | None = None
+) -> CheckOutcome:
+    """Session minutes without a bar (gaps longer than the fill limit, or at the edges), and
+    the trades a live feed knows it missed (issue 14).
 
-    Fails (a warning in the pipeline) when any gap exists, listing the longest.
+    Parameters
+    ----------
+    bars : pandas.DataFrame
+        ``bars_1m`` of the session.
+    open_ns, close_ns : int
+        Session bounds, ns UTC.
+    feed_gaps : pandas.DataFrame, optional
+        Gaps recorded by market-data feeds in the session (``first_id``, ``last_id``,
+        ``start_ns``, ``end_ns``, ``reason``; see
+        :func:`fbe_pipeline.live.feeds.status.feed_gaps`).
+
+    Fails (a warning in the pipeline) when any gap of either kind exists, listing the longest
+    bar gaps and every feed gap.
     """
+    feed = feed_gaps if feed_gaps is not None else pd.DataFrame()
     gaps = find_gaps(bars, open_ns, close_ns)
     session_minutes = (close_ns - open_ns) // 60_000_000_000
     missing = int(gaps["minutes"].sum()) if len(gaps) else 0
     longest = gaps.sort_values("minutes", ascending=False)
+    by_id = feed.dropna(subset=["first_id", "last_id"]) if len(feed) else feed
+    # Trades known missing by id; a gap of a venue without ids is a time range only.
+    missed_ids = int((by_id["last_id"] - by_id["first_id"] + 1).sum()) if len(by_id) else 0
     return CheckOutcome(
-        passed=gaps.empty,
+        passed=gaps.empty and feed.empty,
         metadata={
             "gaps": len(gaps),
             "missing_minutes": missing,
             "session_minutes": int(session_minutes),
             "coverage_pct": round(100.0 * (1 - missing / session_minutes), 3),
             "longest": _head(longest),
+            "feed_gaps": len(feed),
+            "feed_missing_trades": missed_ids,
+            "feed_gap_list": _head(
+                feed[["feed", "first_id", "last_id", "start_ns", "end_ns", "reason"]]
+                if len(feed)
+                else feed
+            ),
         },
     )
 

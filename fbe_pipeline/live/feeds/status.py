@@ -223,3 +223,22 @@ def down_symbols_reader(home: Path, ttl_s: float = 1.0) -> Callable[[], set[str]
         return set(cached[1])
 
     return down
+
+
+def feed_gaps(home: Path, symbol: str, start_ns: int, end_ns: int) -> pd.DataFrame:
+    """Gaps of ``symbol`` recorded by any feed of ``home`` that overlap ``[start_ns, end_ns)``
+    (columns of :meth:`FeedStatusStore.gaps`; empty when no feed has run)."""
+    path = feeds_path(home)
+    if not path.exists():
+        return pd.DataFrame(
+            columns=["feed", "symbol", "first_id", "last_id", "start_ns", "end_ns", "reason"]
+        )
+    store = FeedStatusStore(path)
+    try:
+        gaps = store.gaps()
+    finally:
+        store.close()
+    overlap = (
+        (gaps["symbol"] == symbol) & (gaps["start_ns"] < end_ns) & (gaps["end_ns"] >= start_ns)
+    )
+    return gaps.loc[overlap].reset_index(drop=True)
