@@ -35,6 +35,7 @@ from fbe_pipeline.storage.store import RawStore
 from resources.duckdb_io import FbeDuckDBIOManager
 from resources.fbe import raw_store_from_env, scoring_from_env
 from sensors import automation_sensor, build_pipeline_job, integrity_schedule, pipeline_job_name
+from sensors.feeds import build_feed_status_sensor
 
 # Run events still go to the instance (and the UI, with tracebacks); the console shows only
 # critical events, and a failed run is reported in one line by its first step failure.
@@ -87,7 +88,10 @@ def build_definitions(lanes: list[Lane] | None = None) -> Definitions:
     return Definitions(
         assets=assets,
         jobs=[*jobs, integrity_job],
-        sensors=[automation_sensor],
+        sensors=[
+            automation_sensor,
+            build_feed_status_sensor({lane.symbol: lane.partitions_def for lane in lanes}),
+        ],
         schedules=[integrity_schedule],
         # One process per run: a session's steps are small, and a subprocess per step cost
         # more than the steps themselves (UI-launched runs took 34-48 s for 12 s of work).

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +29,27 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from dagster import (
+    AssetKey,
+    AssetObservation,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+)
 
+from assets import make_lane
 from fbe_pipeline.execution.runtime import feeds_in_safe_mode
 from fbe_pipeline.live.feeds.binance import BinanceFeed
 from fbe_pipeline.live.feeds.connector import FeedConnector, FeedSettings
 from fbe_pipeline.live.feeds.runner import register_unknown, session_clock
-from fbe_pipeline.live.feeds.status import FeedStatusStore, feed_gaps, feeds_path
+from fbe_pipeline.live.feeds.status import FeedStatusStore, SymbolStatus, feed_gaps, feeds_path
 from fbe_pipeline.live.replay import WATERMARK_PATH, signature_header
 from fbe_pipeline.market.instruments import get_instrument, load_instruments
 from fbe_pipeline.pipeline import prepare_raw_ticks, session_bars, session_bounds
 from fbe_pipeline.quality.checks import gap_report
 from fbe_pipeline.settings import REPO_ROOT, sample_data_dir
 from fbe_pipeline.storage.store import LocalRawStore
+from sensors.feeds import build_feed_status_sensor
 from tests.processes import cli_env
 from tests.test_live import _wait_until_sealed, free_port
 from tests.test_live_crash import _stop, _wait_healthy
@@ -387,3 +396,32 @@ def test_an_unknown_symbol_is_registered_from_the_venues_exchange_information(
     assert (xrp.symbol, xrp.calendar, xrp.tz) == ("XRPETH", "24/7", "UTC")
     assert (xrp.tick_size, xrp.lot_size, xrp.currency) == (1e-8, 1.0, "ETH")
     assert load_instruments(instruments)["XRPETH"] == replace(xrp)
+
+
+def test_feed_figures_become_observations_of_the_live_session_when_they_change(
+    fbe_home: Path,
+) -> None:
+    lane = make_lane(get_instrument("BTCUSDT"), date(2020, 2, 22), date(2020, 2, 22), live=True)
+    sensor = build_feed_status_sensor({"BTCUSDT": lane.partitions_def})
+    store = FeedStatusStore(feeds_path(fbe_home))
+    status = SymbolStatus(state="connected", received=120, forwarded=118, last_trade_id=42)
+    store.write("binance", "binance", {"BTCUSDT": status})
+    first = sensor(build_sensor_context(cursor=None))
+    assert isinstance(first, SensorResult)
+    [observation] = first.asset_events
+    assert isinstance(observation, AssetObservation)
+    assert observation.asset_key == AssetKey(["BTCUSDT", "live_session"])
+    assert observation.partition == datetime.now(UTC).date().isoformat()  # 24/7, UTC days
+    figures = {k: v.value for k, v in observation.metadata.items()}
+    assert (figures["feed"], figures["feed_state"], figures["feed_forwarded"]) == (
+        "binance",
+        "connected",
+        118,
+    )
+    again = sensor(build_sensor_context(cursor=first.cursor))
+    assert isinstance(again, SkipReason)  # nothing changed
+    store.write("binance", "binance", {"BTCUSDT": replace(status, state="stale")})
+    store.close()
+    later = sensor(build_sensor_context(cursor=first.cursor))
+    assert isinstance(later, SensorResult)
+    assert [e.metadata["feed_state"].value for e in later.asset_events] == ["stale"]
