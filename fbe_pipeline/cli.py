@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fbe_pipeline.execution.credentials import take_broker_credentials
+from fbe_pipeline.live.supervisor import Child
 from fbe_pipeline.market.ingest import FORMATS, load_file
 from fbe_pipeline.market.instruments import (
     Instrument,
@@ -400,30 +400,39 @@ def live(
     port: Annotated[int, typer.Option(help="TCP port of the ingest service.")] = 8001,
     ui_port: Annotated[int, typer.Option(help="TCP port of the Dagster UI.")] = 3000,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Do not start the Dagster UI.")] = False,
+    feeds_file: Annotated[
+        Path | None,
+        typer.Option("--feeds", help="market-data feeds to run (default $FBE_HOME/feeds.yaml)"),
+    ] = None,
 ) -> None:
     """Run the live path, each part a process of its own on the same FBE_HOME: the ingest
-    service with its detector (`fbe serve`), a code server for each Dagster code location, the
-    Dagster daemon (sensors, automation, schedules) and the Dagster UI.
+    service with its detector (`fbe serve`), the market-data feeds of feeds.yaml (`fbe feed`,
+    restarted when one dies), a code server for each Dagster code location, the Dagster daemon
+    (sensors, automation, schedules) and the Dagster UI.
 
     Broker credentials (FBE_BROKER_*) go to the execution location's code server only, which
-    starts the paper runs; the detector, the detection location and its runs, the daemon and
-    the UI run without them. Exits 2 when the ingest settings are missing, and with the ingest
-    service's status when it ends. Ctrl-C or SIGTERM stops all of them: each child gets SIGTERM
-    in its own process group, and whatever is left after 7 s is killed.
+    starts the paper runs; the detector, the feeds, the detection location and its runs, the
+    daemon and the UI run without them. Exits 2 when the ingest settings or the feeds file are
+    invalid, and with the ingest service's status when it ends. Ctrl-C or SIGTERM stops all of
+    them: each child gets SIGTERM in its own process group, and whatever is left after 7 s is
+    killed.
     """
-    import signal
-    import subprocess
-    import time
-
     from fbe_pipeline.definitions import dagster_instance
     from fbe_pipeline.execution_definitions import LOCATION_NAME
+    from fbe_pipeline.live.feeds.config import load_feed_configs
     from fbe_pipeline.live.settings import IngestSettings, SettingsError
+    from fbe_pipeline.live.supervisor import Supervisor
 
+    home = paths().home
     try:
         IngestSettings.from_env()
-    except SettingsError as exc:
-        err.print(f"[red]cannot start the ingest service:[/red] {exc}")
+        feeds = load_feed_configs(feeds_file or home / "feeds.yaml")
+        if feeds_file is not None and not feeds_file.exists():
+            raise ValueError(f"{feeds_file} does not exist")
+    except (SettingsError, ValueError) as exc:
+        err.print(f"[red]cannot start the live path:[/red] {exc}")
         raise typer.Exit(2) from None
+    _register_feed_symbols(feeds)
     dagster_home = prepare_dagster_home()
     # The instance's tables are created once, here: the code servers and the daemon would
     # otherwise race to create them (two alembic heads).
@@ -443,44 +452,62 @@ def live(
             for name, _, p, _ in locations
         )
     )
-    commands: list[tuple[list[str], dict[str, str]]] = [
-        (
-            [
-                *(str(bin_dir / "dagster"), "code-server", "start", "-m", module),
-                *("--location-name", name, "-h", "127.0.0.1", "-p", str(p)),
-            ],
-            env,
-        )
-        for name, module, p, env in locations
-    ]
-    commands.append(([str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)], detection_env))
-    if not no_ui:
-        webserver = [str(bin_dir / "dagster-webserver"), "-w", str(workspace)]
-        commands.append(([*webserver, "-h", host, "-p", str(ui_port)], detection_env))
-    ingest = [sys.executable, "-m", "fbe_pipeline.cli", "serve", "--host", host]
-    commands.append(([*ingest, "--port", str(port)], detection_env))
-    children: list[subprocess.Popen[bytes]] = []
+    supervisor = Supervisor()
     try:
-        for command, env in commands:
-            children.append(subprocess.Popen(command, env=env, start_new_session=True))
-            if len(children) == len(locations):
-                _wait_for_code_servers([p for _, _, p, _ in locations], children)
+        for name, module, p, env in locations:
+            server = [str(bin_dir / "dagster"), "code-server", "start", "-m", module]
+            args = ["--location-name", name, "-h", "127.0.0.1", "-p", str(p)]
+            supervisor.start(Child(f"code server {name}", [*server, *args], env))
+        _wait_for_code_servers([p for _, _, p, _ in locations], supervisor.children)
+        daemon = [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)]
+        supervisor.start(Child("Dagster daemon", daemon, detection_env))
+        if not no_ui:
+            webserver = [str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", host]
+            ui = Child("Dagster UI", [*webserver, "-p", str(ui_port)], detection_env)
+            supervisor.start(ui)
+        cli = [sys.executable, "-m", "fbe_pipeline.cli"]
+        ingest_url = f"http://{host}:{port}"
+        for feed_config in feeds:
+            command = [*cli, "feed", feed_config.venue, "--name", feed_config.feed_name]
+            command += [arg for s in feed_config.symbols for arg in ("--symbol", s)]
+            command += ["--url", ingest_url]
+            urls = (("--ws-url", feed_config.ws_url), ("--rest-url", feed_config.rest_url))
+            command += [arg for option, url in urls if url for arg in (option, url)]
+            supervisor.start(
+                Child(f"feed {feed_config.feed_name}", command, detection_env, restart=True)
+            )
+        ingest = [*cli, "serve", "--host", host, "--port", str(port)]
+        supervisor.start(Child("ingest service", ingest, detection_env, essential=True))
         # This process only supervises: it ends when the ingest service does, or on a signal.
-        code = children[-1].wait()
+        code = supervisor.run()
         if code:
             err.print(f"[red]the ingest service exited with status {code}[/red]")
             raise typer.Exit(code)
     finally:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 7
-        for child in children:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+        supervisor.stop()
+
+
+def _register_feed_symbols(feeds: list[Any]) -> None:
+    """Register the feeds' unknown symbols from their venues before the ingest service loads
+    the instruments; a venue that cannot be asked now leaves its feed to try at its start."""
+    import asyncio
+
+    import httpx
+
+    from fbe_pipeline.live.feeds.base import FeedError
+    from fbe_pipeline.live.feeds.runner import make_feed, register_unknown
+
+    for feed_config in feeds:
+        try:
+            venue = make_feed(feed_config.venue, feed_config.ws_url, feed_config.rest_url)
+            added = asyncio.run(
+                register_unknown(venue, feed_config.symbols, paths().home / "instruments.yaml")
+            )
+        except (FeedError, ValueError, InstrumentError, httpx.HTTPError) as exc:
+            err.print(f"[yellow]feed {feed_config.feed_name}: symbols not registered: {exc}")
+            continue
+        for instrument in added:
+            err.print(f"registered {instrument.symbol} from {feed_config.venue}")
 
 
 def _free_port() -> int:
@@ -492,7 +519,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_code_servers(ports: list[int], children: list[Any], timeout_s: float = 120) -> None:
+def _wait_for_code_servers(ports: list[int], children: list[Child], timeout_s: float = 120) -> None:
     """Block until every code server answers on its port, so that the daemon and the UI find
     their locations loaded; raises ``typer.Exit(1)`` when one exits or the time runs out."""
     import socket
@@ -501,7 +528,7 @@ def _wait_for_code_servers(ports: list[int], children: list[Any], timeout_s: flo
     deadline = time.monotonic() + timeout_s
     waiting = list(ports)
     while waiting:
-        if any(child.poll() is not None for child in children):
+        if any(c.proc is None or c.proc.poll() is not None for c in children):
             err.print("[red]a Dagster code server exited while starting[/red]")
             raise typer.Exit(1)
         if time.monotonic() > deadline:
@@ -762,9 +789,11 @@ def feed(
     except ValueError as exc:
         err.print(f"[red]cannot start the feed:[/red] {exc}")
         raise typer.Exit(2) from None
+    import httpx
+
     try:
         run_feed(paths().home, name or venue, venue_feed, [s.upper() for s in symbols], settings)
-    except (FeedError, InstrumentError) as exc:
+    except (FeedError, InstrumentError, httpx.HTTPError) as exc:
         err.print(f"[red]feed {name or venue} stopped:[/red] {exc}")
         raise typer.Exit(1) from None
 

@@ -1,5 +1,6 @@
-"""Shared fixtures: the real sample data directory, an isolated ``FBE_HOME``, and an S3
-endpoint (moto's server on 127.0.0.1) with an environment pointing the raw store at it."""
+"""Shared fixtures: the real sample data directory and its BTCUSDT trades, an isolated
+``FBE_HOME``, and an S3 endpoint (moto's server on 127.0.0.1) with an environment pointing the
+raw store at it."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.pg import ops_database_url, postgres_server  # noqa: F401  (fixtures)
+from tests.venues.binance import load_tardis_trades
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +25,14 @@ def sample_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"sample data not found at {root}; set FBE_SAMPLE_DATA to shared/data")
     return root
+
+
+@pytest.fixture(scope="session")
+def trades(sample_data: Path) -> pd.DataFrame:
+    """The real BTCUSDT trades of 2020-02-22 in the local Binance venue's layout."""
+    return load_tardis_trades(
+        sample_data / "tardis" / "tardis_binance-futures_BTCUSDT_trades_2020-02-22.csv"
+    )
 
 
 @pytest.fixture

@@ -53,21 +53,15 @@ from sensors.feeds import build_feed_status_sensor
 from tests.processes import cli_env
 from tests.test_live import _wait_until_sealed, free_port
 from tests.test_live_crash import _stop, _wait_healthy
-from tests.venues.binance import BinanceVenue, SymbolInfo, load_tardis_trades
+from tests.venues.binance import BinanceVenue, SymbolInfo
 
 KEY = "feed-test-key"
-TARDIS = sample_data_dir() / "tardis" / "tardis_binance-futures_BTCUSDT_trades_2020-02-22.csv"
 FAST = {
     "backoff_first_s": 0.01,
     "backoff_max_s": 0.05,
     "status_interval_s": 0.05,
     "heartbeat_interval_ms": 1000,
 }
-
-
-@pytest.fixture(scope="module")
-def trades() -> pd.DataFrame:
-    return load_tardis_trades(TARDIS)
 
 
 @dataclass
