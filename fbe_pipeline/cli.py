@@ -380,18 +380,37 @@ def serve(
     except SettingsError as exc:
         err.print(f"[red]cannot start the ingest service:[/red] {exc}")
         raise typer.Exit(2) from None
-    from fbe_pipeline.definitions import dagster_instance
-    from sensors.live_events import DagsterBarReporter
+    from fbe_pipeline.live.app import live_options
+    from fbe_pipeline.live.process import LiveProcessSpec
 
     prepare_dagster_home()
+    spec = LiveProcessSpec(
+        home=settings.home,
+        options=live_options(settings),
+        scoring_json=settings.scoring_json,
+        store_factory="fbe_pipeline.cli:live_store",
+        reporter_factory="fbe_pipeline.cli:live_reporter",
+    )
     try:
-        service = create_app(
-            settings, store=_store(), on_bars_closed=DagsterBarReporter(dagster_instance())
-        )
+        service = create_app(settings, live_process=spec)
     except ValueError as exc:
         err.print(f"[red]cannot start the ingest service:[/red] {exc}")
         raise typer.Exit(2) from None
     uvicorn.run(service, host=host, port=port, log_level="warning")
+
+
+def live_store() -> RawStore:
+    """The raw store of the environment, for the live detector's process."""
+    return _store()
+
+
+def live_reporter() -> Callable[[Any], None]:
+    """The Dagster bar reporter of ``$FBE_HOME/dagster``, for the live detector's process."""
+    from fbe_pipeline.definitions import dagster_instance
+    from sensors.live_events import DagsterBarReporter
+
+    prepare_dagster_home()
+    return DagsterBarReporter(dagster_instance())
 
 
 @app.command()

@@ -73,6 +73,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+_INSERT_LANDED = (
+    "INSERT INTO landed (key, symbol, trading_date, ts_event, ts_recv) VALUES (?, ?, ?, ?, ?)"
+)
+# SQLite's default limit of host parameters per statement is 32,766 (999 before 3.32).
+_KEYS_PER_QUERY = 900
+
+
 def idempotency_key(tick: LandedTick) -> str:
     """Return the tick's idempotency key.
 
@@ -224,21 +231,24 @@ class LandingLog:
     def _commit(self, batch: list[_Request]) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            stored = self._stored_keys([t.key for item in batch for t in item.ticks])
             fresh_by_request: list[list[LandedTick]] = []
+            rows = []
             for item in batch:
                 fresh: list[LandedTick] = []
                 for tick in item.ticks:
-                    cursor = self._db.execute(
-                        "INSERT OR IGNORE INTO landed (key, symbol, trading_date, ts_event,"
-                        " ts_recv) VALUES (?, ?, ?, ?, ?)",
-                        (tick.key, tick.symbol, tick.trading_date, tick.ts_event, tick.ts_recv),
-                    )
-                    if cursor.rowcount == 1:
+                    if tick.key in stored:
+                        continue
+                    stored.add(tick.key)
+                    row = (tick.key, tick.symbol, tick.trading_date, tick.ts_event, tick.ts_recv)
+                    if tick.seq is None:
                         # Without a sender's sequence the arrival number orders equal times.
-                        if tick.seq is None:
-                            tick.seq = cursor.lastrowid
-                        fresh.append(tick)
+                        tick.seq = self._db.execute(_INSERT_LANDED, row).lastrowid
+                    else:
+                        rows.append(row)
+                    fresh.append(tick)
                 fresh_by_request.append(fresh)
+            self._db.executemany(_INSERT_LANDED, rows)
             self._write([t for fresh in fresh_by_request for t in fresh])
             self._db.execute("COMMIT")
         except BaseException as exc:
@@ -248,6 +258,19 @@ class LandingLog:
             return
         for item, fresh in zip(batch, fresh_by_request, strict=True):
             item.result = AppendResult(len(fresh), len(item.ticks) - len(fresh), tuple(fresh))
+
+    def _stored_keys(self, keys: list[str]) -> set[str]:
+        """Those of ``keys`` already in ``landed`` (one indexed lookup per chunk of keys)."""
+        found: set[str] = set()
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), _KEYS_PER_QUERY):
+            chunk = unique[i : i + _KEYS_PER_QUERY]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0]
+                for r in self._db.execute(f"SELECT key FROM landed WHERE key IN ({marks})", chunk)
+            )
+        return found
 
     def _write(self, ticks: list[LandedTick]) -> None:
         by_day: dict[tuple[str, str], list[str]] = defaultdict(list)

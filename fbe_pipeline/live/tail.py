@@ -8,12 +8,12 @@ crash recovery (a fresh tail starts at offset 0).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from fbe_pipeline.market.frames import TICK_COLUMNS
@@ -126,8 +126,8 @@ class LandingTail:
                 if not raw.strip():
                     continue
                 try:
-                    doc = json.loads(raw)
-                except ValueError:
+                    doc = orjson.loads(raw)
+                except orjson.JSONDecodeError:
                     continue
                 if isinstance(doc, dict) and doc.get("key") and doc.get("seq") is not None:
                     lines.append(doc)

@@ -178,6 +178,8 @@ class _Book:
         self.symbol = symbol
         self.stream = f"{symbol.lower()}@trade"
         self.ids = ids
+        # Wall clock (ns) at which each trade was published, 0 before; for latency benchmarks.
+        self.published_ns = [0] * len(ids)
         self.texts: list[str] = []
         self.rows: list[dict[str, Any]] = []
         columns = zip(
@@ -456,6 +458,14 @@ class BinanceVenue:
 
         self._on_loop(begin)
 
+    def publication_times(self, symbol: str) -> dict[int, int]:
+        """Trade id -> wall clock (ns UTC) at which the publisher passed it, for the trades of
+        ``symbol`` published so far (the venue's "trade time" in latency benchmarks)."""
+        book = self._books[symbol]
+        return dict(
+            zip(book.ids[: book.published], book.published_ns[: book.published], strict=True)
+        )
+
     def published_through(self, symbol: str) -> int | None:
         """Id of the last trade of ``symbol`` the publisher has passed (withheld and lost ids
         included), or ``None`` before the first. Raises ``KeyError`` for an unknown symbol."""
@@ -730,6 +740,7 @@ class BinanceVenue:
             else:
                 await self._room_for(book.symbol)
             book.published = i + 1
+            book.published_ns[i] = time.time_ns()
             if trade_id in self._lost[book.symbol] or trade_id in self._withheld[book.symbol]:
                 continue
             for sub in self._subs:

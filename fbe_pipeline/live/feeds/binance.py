@@ -11,11 +11,11 @@ closes with ``{"e": "serverShutdown"}``. REST: ``GET /api/v3/historicalTrades?sy
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import httpx
+import orjson
 
 from fbe_pipeline.live.feeds.base import FeedError, InstrumentInfo, Parsed, VenueTrade
 
@@ -99,8 +99,8 @@ class BinanceFeed:
         if isinstance(message, bytes):
             return Parsed(error="binary frame")
         try:
-            doc = json.loads(message)
-        except ValueError:
+            doc = orjson.loads(message)
+        except orjson.JSONDecodeError:
             return Parsed(error=f"not JSON: {message[:80]!r}")
         if isinstance(doc, dict) and "data" in doc and "stream" in doc:
             doc = doc["data"]

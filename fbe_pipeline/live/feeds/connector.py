@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -87,6 +88,10 @@ class FeedSettings:
         Seconds between two status writes.
     sender_backoff_max_s : float
         Cap of the sender's retry delay, s.
+    max_body_bytes : int
+        The ingest service's body limit (``FBE_INGEST_MAX_BODY_BYTES``, 1 MiB).
+    in_flight : int
+        Requests to the ingest at once (2); acknowledgements are counted in order.
     """
 
     ingest_url: str
@@ -103,6 +108,8 @@ class FeedSettings:
     history_attempts: int = 5
     status_interval_s: float = 1.0
     sender_backoff_max_s: float = 5.0
+    max_body_bytes: int = 1 << 20
+    in_flight: int = 2
 
 
 class IngestRefused(FeedError):
@@ -409,24 +416,38 @@ class FeedConnector:
     # -- sender ------------------------------------------------------------------------------
 
     async def _sender(self, client: httpx.AsyncClient) -> None:
-        while True:
-            first = await self.queue.get()
-            batch = [first]
-            while len(batch) < self.settings.batch_max and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            await self._post(batch, client)
-            for trade in batch:
-                stat = self.stats[trade.symbol]
-                stat.forwarded += 1
-                if trade.trade_id is not None:
-                    stat.last_trade_id = trade.trade_id
-                stat.last_trade_ns = trade.ts_event_ns
-            for _ in batch:
-                self.queue.task_done()
+        # Up to `in_flight` requests at once, acknowledged in order: the ingest's group commit
+        # stores concurrent batches with one fsync, and the next body is built meanwhile.
+        pending: deque[tuple[list[VenueTrade], asyncio.Task[None]]] = deque()
+        try:
+            while True:
+                if pending and (len(pending) >= self.settings.in_flight or self.queue.empty()):
+                    batch, task = pending.popleft()
+                    await task
+                    self._acknowledged(batch)
+                    continue
+                first = await self.queue.get()
+                batch = [first]
+                while len(batch) < self.settings.batch_max and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                pending.append((batch, asyncio.create_task(self._post(batch, client))))
+        finally:
+            for _, task in pending:
+                task.cancel()
+
+    def _acknowledged(self, batch: list[VenueTrade]) -> None:
+        for trade in batch:
+            stat = self.stats[trade.symbol]
+            stat.forwarded += 1
+            if trade.trade_id is not None:
+                stat.last_trade_id = trade.trade_id
+            stat.last_trade_ns = trade.ts_event_ns
+        for _ in batch:
+            self.queue.task_done()
 
     def _body(self, batch: list[VenueTrade]) -> bytes:
         source = self.feed.venue
-        return json.dumps(
+        return orjson.dumps(
             [
                 {
                     "symbol": t.symbol,
@@ -442,13 +463,18 @@ class FeedConnector:
                     ),
                 }
                 for t in batch
-            ],
-            separators=(",", ":"),
-        ).encode()
+            ]
+        )
 
     async def _post(self, batch: list[VenueTrade], client: httpx.AsyncClient) -> None:
-        """POST ``batch`` until acknowledged (see the module docstring)."""
+        """POST ``batch`` until acknowledged (see the module docstring); a body above the
+        service's limit is sent as two halves."""
         body = self._body(batch)
+        if len(body) > self.settings.max_body_bytes and len(batch) > 1:
+            half = len(batch) // 2
+            await self._post(batch[:half], client)
+            await self._post(batch[half:], client)
+            return
         delay = 0.05
         while True:
             headers = {

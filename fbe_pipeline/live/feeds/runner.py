@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -64,7 +65,8 @@ def make_feed(venue: str, ws_url: str | None = None, rest_url: str | None = None
 
 def settings_from_env(ingest_url: str, env: Mapping[str, str] | None = None) -> FeedSettings:
     """Feed settings: ``FBE_INGEST_HMAC_KEY`` (required), ``heartbeat_interval_ms`` from
-    ``FBE_SCORING_CONFIG`` (SPEC §8), and ``FBE_FEED_SETTINGS`` (JSON overrides of
+    ``FBE_SCORING_CONFIG`` (SPEC §8), the service's ``FBE_INGEST_MAX_BODY_BYTES``, and
+    ``FBE_FEED_SETTINGS`` (JSON overrides of
     :class:`~fbe_pipeline.live.feeds.connector.FeedSettings` fields, e.g. the backoff bounds).
 
     Raises
@@ -84,11 +86,10 @@ def settings_from_env(ingest_url: str, env: Mapping[str, str] | None = None) -> 
     unknown = sorted(set(overrides) - allowed)
     if unknown:
         raise ValueError(f"unknown FBE_FEED_SETTINGS keys {unknown}; known: {sorted(allowed)}")
-    return FeedSettings(
-        ingest_url=ingest_url,
-        hmac_key=key.encode(),
-        **{"heartbeat_interval_ms": scoring.heartbeat_interval_ms, **overrides},
-    )
+    defaults: dict[str, Any] = {"heartbeat_interval_ms": scoring.heartbeat_interval_ms}
+    if env.get("FBE_INGEST_MAX_BODY_BYTES"):
+        defaults["max_body_bytes"] = int(env["FBE_INGEST_MAX_BODY_BYTES"])
+    return FeedSettings(ingest_url=ingest_url, hmac_key=key.encode(), **{**defaults, **overrides})
 
 
 async def register_unknown(feed: Feed, symbols: list[str], local_file: Path) -> list[Instrument]:
