@@ -54,6 +54,7 @@ from tests.processes import cli_env
 from tests.test_live import _wait_until_sealed, free_port
 from tests.test_live_crash import _stop, _wait_healthy
 from tests.venues.binance import BinanceVenue, SymbolInfo
+from tests.venues.netfault import TcpFaultProxy
 
 KEY = "feed-test-key"
 FAST = {
@@ -419,3 +420,34 @@ def test_feed_figures_become_observations_of_the_live_session_when_they_change(
     later = sensor(build_sensor_context(cursor=first.cursor))
     assert isinstance(later, SensorResult)
     assert [e.metadata["feed_state"].value for e in later.asset_events] == ["stale"]
+
+
+def test_a_slow_ingest_slows_the_feed_which_reports_its_lag_and_drops_nothing(
+    ingest: Ingest, trades: pd.DataFrame
+) -> None:
+    """The ingest stops answering for 4 s (a frozen link): the feed's bounded queue fills and
+    the feed stops reading the venue (TCP then slows the venue), the lag shows in
+    ``fbe feeds``, and its own backpressure is not taken for a silent venue; afterwards every
+    trade lands once, with no reconnect."""
+    last = int(trades["id"].iloc[-1])
+    port = int(ingest.url.rsplit(":", 1)[1])
+    with (
+        TcpFaultProxy("127.0.0.1", port) as link,
+        BinanceVenue({"BTCUSDT": trades}, rate=0, send_buffer_bytes=16_384) as venue,
+    ):
+        feed = FeedThread(ingest.home, venue, f"http://127.0.0.1:{link.port}", queue_max=300)
+        assert venue.wait_connected(1, timeout=10)
+        link.freeze(4.0)
+        venue.start_publishing()
+        _wait("a full queue", lambda: (_status(ingest.home)[0].get("lag_trades") or 0) >= 300, 10)
+        received = _status(ingest.home)[0]["received"]
+        time.sleep(1.5)  # longer than the heartbeat interval of 1 s
+        row = _status(ingest.home)[0]
+        assert row["received"] == received < len(trades)  # not reading while the queue is full
+        assert row["lag_trades"] >= 300 and row["lag_ms"] > 1500 and row["state"] == "connected"
+        assert venue.wait_published(timeout=60)
+        _wait("every trade forwarded", _forwarded_through(ingest.home, last))
+        feed.stop()
+    _assert_landed_once(_landed(ingest, trades), trades, set())
+    row, gaps, _ = _status(ingest.home)
+    assert gaps.empty and row["duplicates"] == 0 and row["reconnects"] == 0

@@ -174,6 +174,7 @@ class FeedConnector:
         self.failures = 0
         self.circuit_open = False
         self.stale = False
+        self.backpressured = False
         # True from a (re)connect until the first sign of life on the new connection.
         self._connecting = True
         self.queue: asyncio.Queue[VenueTrade] = asyncio.Queue(settings.queue_max)
@@ -183,6 +184,8 @@ class FeedConnector:
         self._ws: ClientConnection | None = None
         self._stop = asyncio.Event()
         self._pings: set[asyncio.Task[None]] = set()
+        # Monotonic receive time of each trade queued or in flight, oldest first (the lag).
+        self._received_at: deque[float] = deque()
 
     # -- state -------------------------------------------------------------------------------
 
@@ -316,7 +319,7 @@ class FeedConnector:
                 )
             )
         self.last_ns[trade.symbol] = trade.ts_event_ns
-        await self.queue.put(trade)
+        await self._enqueue(trade)
 
     async def _backfill(
         self,
@@ -370,7 +373,7 @@ class FeedConnector:
                         )
                     )
                 stat.backfilled += 1
-                await self.queue.put(trade)
+                await self._enqueue(trade)
                 previous_ns = trade.ts_event_ns
                 self.last_ns[symbol] = trade.ts_event_ns
                 cursor = trade_id + 1
@@ -378,6 +381,20 @@ class FeedConnector:
                 self.expected[symbol] = cursor
                 if len(page) < limit:
                     return
+
+    async def _enqueue(self, trade: VenueTrade) -> None:
+        """Queue ``trade`` for the sender, waiting while the queue is full (backpressure: the
+        stream is not read meanwhile, which is our doing, not the venue's silence)."""
+        self._received_at.append(time.monotonic())
+        if self.queue.full():
+            self.backpressured = True
+            try:
+                await self.queue.put(trade)
+            finally:
+                self.backpressured = False
+                self.last_message = time.monotonic()
+        else:
+            self.queue.put_nowait(trade)
 
     async def _history_page(
         self, symbol: str, from_id: int, limit: int, client: httpx.AsyncClient
@@ -443,6 +460,7 @@ class FeedConnector:
                 stat.last_trade_id = trade.trade_id
             stat.last_trade_ns = trade.ts_event_ns
         for _ in batch:
+            self._received_at.popleft()
             self.queue.task_done()
 
     def _body(self, batch: list[VenueTrade]) -> bytes:
@@ -513,6 +531,10 @@ class FeedConnector:
             ping = asyncio.create_task(self._ping(ws, interval))
             self._pings.add(ping)
             ping.add_done_callback(self._pings.discard)
+            if self.backpressured:
+                # Nothing is read while the sender catches up, pongs included.
+                self.last_message = time.monotonic()
+                continue
             silent = time.monotonic() - self.last_message
             now_ns = time.time_ns()
             if not any(self.in_session(s, now_ns) for s in self.symbols):
@@ -552,12 +574,13 @@ class FeedConnector:
 
     def _write_status(self) -> None:
         now_ns = time.time_ns()
-        pending = self.queue.qsize()
+        waiting = self._received_at
+        oldest_ms = (time.monotonic() - waiting[0]) * 1000 if waiting else 0.0
         last_message_ns = now_ns - int((time.monotonic() - self.last_message) * 1e9)
         for stat in self.stats.values():
             stat.last_message_ns = last_message_ns
-            stat.lag_trades = pending
-            stat.lag_ms = (now_ns - stat.last_trade_ns) / 1e6 if stat.last_trade_ns else 0.0
+            stat.lag_trades = len(waiting)
+            stat.lag_ms = oldest_ms
         self.status.write(self.name, self.feed.venue, self.stats)
 
     async def _reporter(self) -> None:

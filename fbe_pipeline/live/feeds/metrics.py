@@ -21,7 +21,7 @@ FIGURES = {
     "malformed": ("fbe_feed_messages_malformed", "Stream messages that could not be parsed"),
     "reconnects": ("fbe_feed_reconnects", "Connections lost and re-opened"),
     "lag_trades": ("fbe_feed_lag_trades", "Trades received, not yet acknowledged"),
-    "lag_ms": ("fbe_feed_lag_ms", "Wall clock minus the last acknowledged trade's time, ms"),
+    "lag_ms": ("fbe_feed_lag_ms", "Age of the oldest trade not yet acknowledged, ms"),
     "gaps": ("fbe_feed_gaps", "Ranges of trades the venue could not supply"),
     "last_trade_id": ("fbe_feed_last_trade_id", "Id of the last acknowledged trade"),
 }

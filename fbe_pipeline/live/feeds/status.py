@@ -78,7 +78,8 @@ class SymbolStatus:
     lag_trades : int
         Trades received but not yet acknowledged by the ingest.
     lag_ms : float
-        Wall clock minus the trade time of the last acknowledged trade, ms.
+        Age of the oldest trade received and not yet acknowledged by the ingest, ms (0 when
+        none waits).
     last_message_ns : int or None
         Wall clock of the last message of any kind (trade, heartbeat, pong), ns UTC.
     """
