@@ -855,7 +855,7 @@ def user_add(
     role: Annotated[str, typer.Option(help="viewer, operator, approver or admin")] = "approver",
 ) -> None:
     """Add a user with a fresh TOTP secret; prints the provisioning URI for an authenticator."""
-    from fbe_pipeline.execution.users import UserError, add_user
+    from fbe_pipeline.governance.users import UserError, add_user
 
     try:
         uri = add_user(_gateway().engine, name, role)

@@ -66,8 +66,8 @@ def _work_stamp() -> int:
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from fbe_pipeline.execution import models as m
-    from fbe_pipeline.execution.db import database_url, engine_for
+    from fbe_pipeline.ops import models as m
+    from fbe_pipeline.ops.db import database_url, engine_for
 
     home = paths().home
     engine = engine_for(database_url(home))

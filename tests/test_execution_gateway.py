@@ -25,7 +25,6 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from fbe_pipeline.execution import models as m
 from fbe_pipeline.execution.broker import (
     FrameMarketData,
     MarketData,
@@ -34,12 +33,13 @@ from fbe_pipeline.execution.broker import (
     expected_slippage,
 )
 from fbe_pipeline.execution.config import ExecutionConfig
-from fbe_pipeline.execution.db import engine_for, upgrade
 from fbe_pipeline.execution.gateway import ExecutionError, ExecutionGateway, SignalOffer
 from fbe_pipeline.execution.sizing import round_to_tick
-from fbe_pipeline.execution.users import add_user
+from fbe_pipeline.governance.users import add_user
 from fbe_pipeline.live.replay import read_ticks
 from fbe_pipeline.market.instruments import get_instrument, load_instruments
+from fbe_pipeline.ops import models as m
+from fbe_pipeline.ops.db import engine_for, upgrade
 from fbe_pipeline.pipeline import (
     session_bars,
     session_bounds,

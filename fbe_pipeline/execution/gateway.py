@@ -31,7 +31,6 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fbe_pipeline.execution import models as m
 from fbe_pipeline.execution.broker import (
     Broker,
     Fill,
@@ -44,6 +43,7 @@ from fbe_pipeline.execution.config import ExecutionConfig
 from fbe_pipeline.execution.exits import OpenPosition, mark_to_market, on_bar_close
 from fbe_pipeline.execution.sizing import order_quantity, round_to_tick
 from fbe_pipeline.market.instruments import Instrument
+from fbe_pipeline.ops import models as m
 from fbe_pipeline.research.config import ScoringConfig
 from fbe_pipeline.research.trade_rules import bracket_levels, entry_decision, side_of
 

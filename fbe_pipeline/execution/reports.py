@@ -10,7 +10,7 @@ import pandas as pd
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from fbe_pipeline.execution import models as m
+from fbe_pipeline.ops import models as m
 
 _ORDER_COLUMNS = (
     "order_id",

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fbe_pipeline.execution import models as m
+from fbe_pipeline.ops import models as m
 
 ROLES = ("viewer", "operator", "approver", "admin")
 
