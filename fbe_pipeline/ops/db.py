@@ -15,7 +15,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -56,11 +56,16 @@ def engine_for(url: str) -> Engine:
     return engine
 
 
+def alembic_config(connection: Connection) -> Config:
+    """The Alembic configuration of the operational store's migrations, on ``connection``."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the latest Alembic revision (idempotent; safe to run from several
     processes: Alembic's version table serializes them)."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(alembic_config(connection), "head")

@@ -9,7 +9,17 @@ package and the CLI; nothing in detection imports it.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The order state machine (SPEC §5, issue 9).
@@ -159,6 +169,8 @@ class User(Base):
     totp_secret: Mapped[str] = mapped_column(String(64))
     disabled: Mapped[int] = mapped_column(Integer, default=0)
     created_ns: Mapped[int] = mapped_column(BigInteger)
+    # argon2id (argon2-cffi's PasswordHasher); never the password itself.
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class UsedTotp(Base):
@@ -206,3 +218,53 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(160))
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+# Config version states (issue 10): requested -> (second approval when out of hours) ->
+# approved -> active; a newer active version supersedes the old one.
+CONFIG_PENDING = "pending_approval"
+CONFIG_ACTIVE = "active"
+CONFIG_SUPERSEDED = "superseded"
+CONFIG_REJECTED = "rejected"
+
+
+class ConfigVersion(Base):
+    """One version of the scoring and execution configuration: who asked for it, why, the
+    diff from the version it replaced, and its approval."""
+
+    __tablename__ = "config_versions"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    config_json: Mapped[str] = mapped_column(Text)
+    diff_json: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_ns: Mapped[int] = mapped_column(BigInteger)
+    out_of_hours: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(32))
+    approved_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    approved_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    effective_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    digest: Mapped[str] = mapped_column(String(64))
+
+
+class AlertOutbox(Base):
+    """An alert waiting for (or done with) delivery to one channel; the outbox makes delivery
+    durable and never in the way of detection or execution."""
+
+    __tablename__ = "alert_outbox"
+    __table_args__ = (
+        UniqueConstraint("channel", "dedup_key", name="uq_alert_dedup"),
+        Index("alert_outbox_due", "state", "next_attempt_ns"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    dedup_key: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[str] = mapped_column(String(8))
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    created_ns: Mapped[int] = mapped_column(BigInteger)
+    next_attempt_ns: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16))
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    delivered_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
