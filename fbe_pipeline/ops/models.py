@@ -220,12 +220,11 @@ class AuditEntry(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
 
-# Config version states (issue 10): requested -> (second approval when out of hours) ->
-# approved -> active; a newer active version supersedes the old one.
+# Config version states (issue 10): a change in market hours is active at once (from the next
+# bar); out of hours it is pending until a second approver makes it active. The version in
+# effect is the active one with the latest effective time.
 CONFIG_PENDING = "pending_approval"
 CONFIG_ACTIVE = "active"
-CONFIG_SUPERSEDED = "superseded"
-CONFIG_REJECTED = "rejected"
 
 
 class ConfigVersion(Base):
