@@ -32,9 +32,9 @@ from fbe_pipeline.execution.broker import (
     PaperBroker,
     expected_slippage,
 )
-from fbe_pipeline.execution.config import ExecutionConfig
 from fbe_pipeline.execution.gateway import ExecutionError, ExecutionGateway, SignalOffer
 from fbe_pipeline.execution.sizing import round_to_tick
+from fbe_pipeline.governance.limits import ExecutionConfig
 from fbe_pipeline.governance.users import add_user
 from fbe_pipeline.live.replay import read_ticks
 from fbe_pipeline.market.instruments import get_instrument, load_instruments

@@ -39,9 +39,9 @@ from fbe_pipeline.execution.broker import (
     Rejection,
     expected_slippage,
 )
-from fbe_pipeline.execution.config import ExecutionConfig
 from fbe_pipeline.execution.exits import OpenPosition, mark_to_market, on_bar_close
 from fbe_pipeline.execution.sizing import order_quantity, round_to_tick
+from fbe_pipeline.governance.limits import ExecutionConfig
 from fbe_pipeline.market.instruments import Instrument
 from fbe_pipeline.ops import models as m
 from fbe_pipeline.research.config import ScoringConfig

@@ -18,9 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fbe_pipeline.execution.broker import Broker, PaperBroker
-from fbe_pipeline.execution.config import ExecutionConfig
 from fbe_pipeline.execution.gateway import ExecutionGateway, SignalOffer
 from fbe_pipeline.execution.market import SessionMarket
+from fbe_pipeline.governance.limits import ExecutionConfig
 from fbe_pipeline.live.feeds.status import FeedStatusStore, feeds_path
 from fbe_pipeline.market.instruments import Instrument, load_instruments
 from fbe_pipeline.ops import models as m
