@@ -380,10 +380,20 @@ def serve(
     except SettingsError as exc:
         err.print(f"[red]cannot start the ingest service:[/red] {exc}")
         raise typer.Exit(2) from None
+    import dataclasses
+
+    from fbe_pipeline.governance.runtime import config_store, split
     from fbe_pipeline.live.app import live_options
     from fbe_pipeline.live.process import LiveProcessSpec
 
     prepare_dagster_home()
+    try:
+        # The detector scores with the config version in effect when the service starts.
+        scoring, _ = split(config_store(settings.home).active()[1])
+    except ValueError as exc:
+        err.print(f"[red]cannot start the ingest service:[/red] {exc}")
+        raise typer.Exit(2) from None
+    settings = dataclasses.replace(settings, scoring_json=scoring.to_json())
     spec = LiveProcessSpec(
         home=settings.home,
         options=live_options(settings),
@@ -715,8 +725,10 @@ def reject(
 def _status(symbol: str, status: str, user: str) -> None:
     from fbe_pipeline.execution.gateway import ExecutionError
 
+    gateway = _gateway()
+    _sign_in(gateway.engine, user, "operator", f"status_{status}")
     try:
-        auto = _gateway().set_status(symbol, status, user)
+        auto = gateway.set_status(symbol, status, user)
     except ExecutionError as exc:
         err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -726,27 +738,27 @@ def _status(symbol: str, status: str, user: str) -> None:
 @app.command()
 def pause(
     symbol: Annotated[str, typer.Option(help="the automation's symbol")],
-    user: Annotated[str, typer.Option(help="who pauses")] = os.environ.get("USER", "operator"),
+    user: Annotated[str, typer.Option(help="who pauses (an operator; password: FBE_PASSWORD)")],
 ) -> None:
-    """Pause a symbol's paper automation (no new orders); audited."""
+    """Pause a symbol's paper automation (no new orders); needs the operator role; audited."""
     _status(symbol, "paused", user)
 
 
 @app.command()
 def resume(
     symbol: Annotated[str, typer.Option(help="the automation's symbol")],
-    user: Annotated[str, typer.Option(help="who resumes")] = os.environ.get("USER", "operator"),
+    user: Annotated[str, typer.Option(help="who resumes (an operator; password: FBE_PASSWORD)")],
 ) -> None:
-    """Resume a paused (or breaker-stopped) automation; audited."""
+    """Resume a paused (or breaker-stopped) automation; needs the operator role; audited."""
     _status(symbol, "active", user)
 
 
 @app.command()
 def stop(
     symbol: Annotated[str, typer.Option(help="the automation's symbol")],
-    user: Annotated[str, typer.Option(help="who stops")] = os.environ.get("USER", "operator"),
+    user: Annotated[str, typer.Option(help="who stops (an operator; password: FBE_PASSWORD)")],
 ) -> None:
-    """Stop a symbol's automation until resumed; audited."""
+    """Stop a symbol's automation until resumed; needs the operator role; audited."""
     _status(symbol, "stopped", user)
 
 
@@ -853,16 +865,216 @@ app.add_typer(user_app, name="user")
 def user_add(
     name: Annotated[str, typer.Argument()],
     role: Annotated[str, typer.Option(help="viewer, operator, approver or admin")] = "approver",
+    as_user: Annotated[
+        str | None, typer.Option("--as", help="the admin adding the user (not for the first)")
+    ] = None,
+    qr: Annotated[Path | None, typer.Option(help="write the TOTP QR code PNG here")] = None,
 ) -> None:
-    """Add a user with a fresh TOTP secret; prints the provisioning URI for an authenticator."""
-    from fbe_pipeline.governance.users import UserError, add_user
+    """Add a user with a password (FBE_NEW_PASSWORD, or asked) and a fresh TOTP secret; prints
+    the provisioning URI. The first user of an FBE_HOME must be an admin; after that an admin
+    adds users (--as, password FBE_PASSWORD)."""
+    from fbe_pipeline.governance.users import UserError, add_user, count_users, write_qr
 
+    engine = _ops_engine()
+    if count_users(engine):
+        if as_user is None:
+            err.print("[red]adding a user needs an admin: pass --as ADMIN[/red]")
+            raise typer.Exit(2)
+        _sign_in(engine, as_user, "admin", "user_add")
+    elif role != "admin":
+        err.print("[red]the first user must be an admin (--role admin)[/red]")
+        raise typer.Exit(2)
+    password = os.environ.get("FBE_NEW_PASSWORD") or typer.prompt(
+        f"password for {name}", hide_input=True, confirmation_prompt=True
+    )
     try:
-        uri = add_user(_gateway().engine, name, role)
+        uri = add_user(engine, name, role, password=password, actor=as_user or name)
     except UserError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
+    if qr is not None:
+        write_qr(uri, qr)
     console.print(uri, soft_wrap=True, highlight=False)
+
+
+@user_app.command("list")
+def user_list(
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """Users: name, role, disabled, whether a password is set (never secrets)."""
+    from fbe_pipeline.governance.users import list_users
+
+    _rows(list_users(_ops_engine()), fmt, "users")
+
+
+@user_app.command("disable")
+def user_disable(
+    name: Annotated[str, typer.Argument()],
+    as_user: Annotated[str, typer.Option("--as", help="an admin (password FBE_PASSWORD)")],
+) -> None:
+    """Disable a user: no more sign-in or approvals; needs the admin role; audited."""
+    from fbe_pipeline.governance.users import UserError, disable_user
+
+    engine = _ops_engine()
+    _sign_in(engine, as_user, "admin", "user_disable")
+    try:
+        disable_user(engine, name, as_user)
+    except UserError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    console.print(f"{name}: disabled")
+
+
+@user_app.command("reset-totp")
+def user_reset_totp(
+    name: Annotated[str, typer.Argument()],
+    as_user: Annotated[str, typer.Option("--as", help="an admin (password FBE_PASSWORD)")],
+    qr: Annotated[Path | None, typer.Option(help="write the TOTP QR code PNG here")] = None,
+) -> None:
+    """Give a user a new TOTP secret (prints the provisioning URI); needs admin; audited."""
+    from fbe_pipeline.governance.users import UserError, reset_totp, write_qr
+
+    engine = _ops_engine()
+    _sign_in(engine, as_user, "admin", "user_reset_totp")
+    try:
+        uri = reset_totp(engine, name, as_user)
+    except UserError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    if qr is not None:
+        write_qr(uri, qr)
+    console.print(uri, soft_wrap=True, highlight=False)
+
+
+def _ops_engine():  # type: ignore[no-untyped-def]
+    from fbe_pipeline.ops.db import database_url, engine_for, upgrade
+
+    engine = engine_for(database_url(paths().home))
+    upgrade(engine)
+    return engine
+
+
+def _sign_in(engine: Any, user: str, needs: str, action: str) -> Any:
+    """The signed-in ``user`` (password from FBE_PASSWORD, or asked) with at least the role
+    ``needs``; exit 1 with the reason (audited) otherwise."""
+    from fbe_pipeline.governance.users import PermissionDenied, authenticate
+
+    password = os.environ.get("FBE_PASSWORD") or typer.prompt(
+        f"password for {user}", hide_input=True
+    )
+    try:
+        return authenticate(engine, user, password, needs, action)
+    except PermissionDenied as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+config_app = typer.Typer(help="The versioned scoring and execution configuration.")
+app.add_typer(config_app, name="config")
+
+
+def _config_store():  # type: ignore[no-untyped-def]
+    from fbe_pipeline.governance.runtime import config_store
+
+    try:
+        return config_store(paths().home)
+    except ValueError as exc:
+        err.print(f"[red]bad configuration:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@config_app.command("show")
+def config_show(
+    version: Annotated[int | None, typer.Option(help="a version (default: the active one)")] = None,
+) -> None:
+    """Print a version's settings as JSON (default: the one in effect now)."""
+    from fbe_pipeline.governance.config import ConfigError
+
+    store = _config_store()
+    try:
+        if version is None:
+            version, values = store.active()
+        else:
+            values = json.loads(store.get(version).config_json)
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    sys.stdout.write(json.dumps({"version": version, "config": values}, indent=1) + "\n")
+
+
+@config_app.command("set")
+def config_set(
+    changes: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...")],
+    reason: Annotated[str, typer.Option(help="why (recorded with the version)")],
+    user: Annotated[str, typer.Option(help="an operator (password FBE_PASSWORD)")],
+) -> None:
+    """Request a new version: active from the next bar in market hours, else held until a
+    second approver approves it; needs the operator role; audited."""
+    from fbe_pipeline.governance.config import ConfigError
+
+    store = _config_store()
+    _sign_in(store.engine, user, "operator", "config_request")
+    pairs = {}
+    for item in changes:
+        key, sep, value = item.partition("=")
+        if not sep:
+            err.print(f"[red]{item!r} is not KEY=VALUE[/red]")
+            raise typer.Exit(2)
+        pairs[key.strip()] = value.strip()
+    try:
+        row = store.request(pairs, reason, user)
+    except ConfigError as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    when = (
+        "waits for a second approver (out of market hours)"
+        if row.out_of_hours
+        else (f"takes effect at {pd.Timestamp(row.effective_ns, unit='ns', tz='UTC')}")
+    )
+    console.print(f"version {row.version}: {row.diff_json} {when}")
+
+
+@config_app.command("history")
+def config_history(
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """Every version: state, who asked and why, approval, effect time, diff."""
+    _rows(_config_store().history(), fmt, "config versions")
+
+
+@config_app.command("diff")
+def config_diff(
+    old: Annotated[int, typer.Argument()], new: Annotated[int, typer.Argument()]
+) -> None:
+    """The settings that differ between two versions, as JSON ``{key: [old, new]}``."""
+    from fbe_pipeline.governance.config import ConfigError
+
+    try:
+        change = _config_store().compare(old, new)
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    sys.stdout.write(json.dumps(change, indent=1) + "\n")
+
+
+@config_app.command("approve")
+def config_approve(
+    version: Annotated[int, typer.Argument()],
+    user: Annotated[str, typer.Option(help="an approver other than the requester")],
+) -> None:
+    """Approve a version held out of market hours; it takes effect at the next bar."""
+    from fbe_pipeline.governance.config import ConfigError
+
+    store = _config_store()
+    signed = _sign_in(store.engine, user, "approver", "config_approve")
+    try:
+        row = store.approve(version, user, signed.role)
+    except ConfigError as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"version {row.version}: active from {pd.Timestamp(row.effective_ns, unit='ns', tz='UTC')}"
+    )
 
 
 def main() -> None:

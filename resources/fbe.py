@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -10,6 +11,8 @@ from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
 
+from fbe_pipeline.governance.config import ConfigStore
+from fbe_pipeline.governance.runtime import config_store, split
 from fbe_pipeline.research.config import ScoringConfig
 from fbe_pipeline.settings import fbe_home
 from fbe_pipeline.storage.store import LocalRawStore, RawStore
@@ -116,15 +119,38 @@ def raw_store_from_env(deferred: bool = True) -> RawStoreResource:
 
 
 def scoring_from_env() -> ScoringConfigResource:
-    """The scoring config resource with ``FBE_SCORING_CONFIG`` (JSON overrides) when set."""
-    return ScoringConfigResource(config_json=env_or("FBE_SCORING_CONFIG", "{}"))
+    """The scoring config resource of ``FBE_HOME``: the active version of its versioned config,
+    seeded with ``FBE_SCORING_CONFIG`` (JSON overrides) when set."""
+    return ScoringConfigResource(
+        config_json=env_or("FBE_SCORING_CONFIG", "{}"), home=str(fbe_home())
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _config_store(home: str, seed: str) -> ConfigStore:
+    # One store (engine, migrated once) per process: every asset of a run asks for the config.
+    return config_store(Path(home), seed_scoring=seed)
 
 
 class ScoringConfigResource(ConfigurableResource):  # type: ignore[type-arg]
-    """The scoring configuration; ``config_json`` overrides defaults (SPEC §8)."""
+    """The scoring configuration (SPEC §8).
+
+    Attributes
+    ----------
+    config_json : str
+        JSON overrides of the defaults: the first version's scoring settings when ``home`` is
+        set, else the configuration itself.
+    home : str
+        ``FBE_HOME``: when set, the configuration is the version in effect in its operational
+        store (issue 10), so runs pick up approved changes.
+    """
 
     config_json: str = "{}"
+    home: str = ""
 
     def get_config(self) -> ScoringConfig:
-        """Parse ``config_json`` over the defaults; raises ``ValueError`` on unknown keys."""
-        return ScoringConfig.from_dict(json.loads(self.config_json or "{}"))
+        """The configuration in effect; raises ``ValueError`` on unknown keys or bad values."""
+        if not self.home:
+            return ScoringConfig.from_dict(json.loads(self.config_json or "{}"))
+        _, values = _config_store(self.home, self.config_json or "{}").active()
+        return split(values)[0]

@@ -101,8 +101,14 @@ def test_replayed_twice_one_order_per_signal_gated_approved_filled(
         assert {o["state"] for o in orders} == {"pending_approval"}
 
         secrets = {}
+        people = {
+            **env,
+            "FBE_NEW_PASSWORD": "a long pass phrase",
+            "FBE_PASSWORD": "a long pass phrase",
+        }
+        assert _fbe(people, "user", "add", "root", "--role", "admin").returncode == 0
         for name in ("alice", "bob"):
-            added = _fbe(env, "user", "add", name, "--role", "approver")
+            added = _fbe(people, "user", "add", name, "--role", "approver", "--as", "root")
             assert added.returncode == 0, added.stderr
             secrets[name] = pyotp.parse_uri(added.stdout.strip()).secret
         code = pyotp.TOTP(secrets["alice"]).now()

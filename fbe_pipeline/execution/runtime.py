@@ -8,7 +8,6 @@ through the broker factory of ``resources/broker.py``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from datetime import date
@@ -20,7 +19,7 @@ from sqlalchemy.orm import Session
 from fbe_pipeline.execution.broker import Broker, PaperBroker
 from fbe_pipeline.execution.gateway import ExecutionGateway, SignalOffer
 from fbe_pipeline.execution.market import SessionMarket
-from fbe_pipeline.governance.limits import ExecutionConfig
+from fbe_pipeline.governance.runtime import config_store, split
 from fbe_pipeline.live.feeds.status import FeedStatusStore, feeds_path
 from fbe_pipeline.market.instruments import Instrument, load_instruments
 from fbe_pipeline.ops import models as m
@@ -35,7 +34,8 @@ def gateway_from_env(
     broker: Callable[[ScoringConfig, Mapping[str, Instrument]], Broker] | None = None,
 ) -> ExecutionGateway:
     """The gateway of ``home``: the operational store (``FBE_DATABASE_URL`` or
-    ``$FBE_HOME/ops.sqlite``, migrated), ``FBE_EXECUTION_CONFIG``, ``FBE_SCORING_CONFIG``,
+    ``$FBE_HOME/ops.sqlite``, migrated), the limits and scoring of the config version in effect
+    (seeded from ``FBE_EXECUTION_CONFIG`` and ``FBE_SCORING_CONFIG``),
     the registered instruments, the STOP file and the market-data feeds' safe mode.
 
     ``broker`` makes the broker from the scoring config and the instruments (the execution
@@ -50,8 +50,8 @@ def gateway_from_env(
     env = os.environ if env is None else env
     engine = engine_for(database_url(home, env))
     upgrade(engine)
-    config = ExecutionConfig.from_env(env)
-    scoring = ScoringConfig.from_dict(json.loads(env.get("FBE_SCORING_CONFIG") or "{}"))
+    # The version in effect of the versioned config (seeded from the environment).
+    scoring, config = split(config_store(home, env).active()[1])
     instruments = load_instruments(home / "instruments.yaml")
     stop_file = Path(config.stop_file) if config.stop_file else home / "STOP"
     venue = (broker or PaperBroker)(scoring, instruments)

@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import time
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -67,10 +68,9 @@ class Section:
 
     @property
     def keys(self) -> dict[str, type]:
-        """Key -> the type of its default value."""
-        return {
-            f.name: type(getattr(self.defaults, f.name)) for f in dataclasses.fields(self.defaults)
-        }
+        """Key -> its declared type (``float``, ``int``, ``bool`` or ``str``)."""
+        hints = typing.get_type_hints(type(self.defaults))
+        return {f.name: hints[f.name] for f in dataclasses.fields(self.defaults)}
 
 
 SCORING = Section("scoring", ScoringConfig(), ScoringConfig.from_dict)
@@ -262,7 +262,8 @@ class ConfigStore:
                 select(m.ConfigVersion)
                 .where(m.ConfigVersion.state == m.CONFIG_ACTIVE)
                 .where(m.ConfigVersion.effective_ns <= now)
-                .order_by(m.ConfigVersion.effective_ns.desc(), m.ConfigVersion.version.desc())
+                # The newest version in effect rules, whatever the order the effects began in.
+                .order_by(m.ConfigVersion.version.desc())
             ).first()
             if row is None:  # only versions effective at the next bar: the seed rules now
                 row = s.get(m.ConfigVersion, 1)

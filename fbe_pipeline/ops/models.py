@@ -222,7 +222,7 @@ class AuditEntry(Base):
 
 # Config version states (issue 10): a change in market hours is active at once (from the next
 # bar); out of hours it is pending until a second approver makes it active. The version in
-# effect is the active one with the latest effective time.
+# effect is the newest active one whose effective time has come.
 CONFIG_PENDING = "pending_approval"
 CONFIG_ACTIVE = "active"
 
