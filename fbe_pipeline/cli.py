@@ -969,6 +969,40 @@ def _sign_in(engine: Any, user: str, needs: str, action: str) -> Any:
         raise typer.Exit(1) from None
 
 
+@app.command()
+def monitors(fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table") -> None:
+    """Every monitor (severity, threshold keys) and its results now: low-liquidity share,
+    slippage ratio, clock drift, integrity, failed blocking checks. Exit 1 when one fired."""
+    from fbe_pipeline.definitions import build_definitions, build_lanes, dagster_instance
+    from sensors.monitors import evaluate
+
+    prepare_dagster_home()
+    instance = dagster_instance()
+    graph = build_definitions(build_lanes(_store().partitions("ticks"))).resolve_asset_graph()
+    blocking = [n.key for n in graph.asset_check_nodes if n.blocking]
+    results = evaluate(paths().home, instance, blocking)
+    from fbe_pipeline.governance.monitors import MONITORS
+
+    listed = {x.name: x for x in MONITORS}
+    frame = pd.DataFrame(
+        [
+            {
+                "monitor": r.monitor,
+                "severity": r.severity,
+                "subject": r.subject,
+                "value": r.value,
+                "threshold": r.threshold,
+                "threshold_keys": listed[r.monitor].threshold,
+                "detail": r.detail,
+            }
+            for r in results
+        ]
+    )
+    _rows(frame, fmt, "monitors")
+    if any(r.fired for r in results):
+        raise typer.Exit(1)
+
+
 config_app = typer.Typer(help="The versioned scoring and execution configuration.")
 app.add_typer(config_app, name="config")
 

@@ -36,6 +36,7 @@ from resources.duckdb_io import FbeDuckDBIOManager
 from resources.fbe import raw_store_from_env, scoring_from_env
 from sensors import automation_sensor, build_pipeline_job, integrity_schedule, pipeline_job_name
 from sensors.feeds import build_feed_status_sensor
+from sensors.monitors import monitors_asset, monitors_check, monitors_sensor
 
 # Run events still go to the instance (and the UI, with tracebacks); the console shows only
 # critical events, and a failed run is reported in one line by its first step failure.
@@ -82,14 +83,16 @@ def build_definitions(lanes: list[Lane] | None = None) -> Definitions:
             live=landing_days(home / "landing"),
         )
     jobs = [build_pipeline_job(lane) for lane in lanes]
-    assets: list[AssetsDefinition | SourceAsset | AssetSpec] = [raw_integrity]
+    assets: list[AssetsDefinition | SourceAsset | AssetSpec] = [raw_integrity, monitors_asset]
     for lane in lanes:
         assets += [*lane_sources(lane), *lane_assets(lane), build_live_session(lane)]
     return Definitions(
         assets=assets,
         jobs=[*jobs, integrity_job],
+        asset_checks=[monitors_check],
         sensors=[
             automation_sensor,
+            monitors_sensor,
             build_feed_status_sensor({lane.symbol: lane.partitions_def for lane in lanes}),
         ],
         schedules=[integrity_schedule],

@@ -161,7 +161,10 @@ def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 6
                     return
         except OSError:
             pass
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        # The whole output as text: a child's traceback is the part that explains the exit.
+        assert proc.poll() is None, (proc.stderr.read() if proc.stderr else b"").decode(
+            errors="replace"
+        )
         assert time.monotonic() < deadline, "service did not become healthy"
         time.sleep(0.05)
 

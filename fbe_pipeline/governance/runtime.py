@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from fbe_pipeline.governance.config import SCORING, ConfigStore, Section
 from fbe_pipeline.governance.limits import ExecutionConfig
+from fbe_pipeline.governance.monitors import MonitorThresholds
 from fbe_pipeline.market.instruments import Instrument, load_instruments
 from fbe_pipeline.market.sessions import assign_trading_dates
 from fbe_pipeline.ops import models as m
@@ -23,6 +24,7 @@ from fbe_pipeline.ops.db import database_url, engine_for, upgrade
 from fbe_pipeline.research.config import ScoringConfig
 
 EXECUTION = Section("execution", ExecutionConfig(), lambda values: ExecutionConfig(**values))
+MONITORING = Section("monitors", MonitorThresholds(), lambda values: MonitorThresholds(**values))
 
 
 def seed_from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -73,7 +75,10 @@ def config_store(
     upgrade(engine)
     instruments = load_instruments(home / "instruments.yaml")
     return ConfigStore(
-        engine, [SCORING, EXECUTION], market_hours(engine, instruments), seed_from_env(env)
+        engine,
+        [SCORING, EXECUTION, MONITORING],
+        market_hours(engine, instruments),
+        seed_from_env(env),
     )
 
 
@@ -83,3 +88,8 @@ def split(values: Mapping[str, Any]) -> tuple[ScoringConfig, ExecutionConfig]:
         ScoringConfig.from_dict({k: values[k] for k in SCORING.keys}),
         ExecutionConfig(**{k: values[k] for k in EXECUTION.keys}),
     )
+
+
+def thresholds(values: Mapping[str, Any]) -> MonitorThresholds:
+    """A version's monitor thresholds (defaults for a version older than the section)."""
+    return MonitorThresholds(**{k: values[k] for k in MONITORING.keys if k in values})
