@@ -35,6 +35,11 @@ class BrokerResource(ConfigurableResource):  # type: ignore[type-arg]
     api_key: str = ""
     api_secret: str = ""
 
+    def credential_names(self) -> list[str]:
+        """Environment names of the credentials this resource holds (never their values)."""
+        names = {"api_key": "FBE_BROKER_API_KEY", "api_secret": "FBE_BROKER_API_SECRET"}
+        return [names[field] for field in ("api_key", "api_secret") if getattr(self, field)]
+
     def get_broker(self, scoring: ScoringConfig, instruments: Mapping[str, Instrument]) -> Broker:
         """The configured broker.
 

@@ -3,6 +3,7 @@
 is offered by one run however often the sensor ticks), and asks for a processing run whenever
 the live detector has moved on or an open order changed (keyed by that stamp)."""
 
+import os
 import sqlite3
 
 from dagster import (
@@ -50,6 +51,16 @@ def paper_orders(
             store.close()
         offers = offers_from_live(frame[frame["signal_id"].isin(config.signal_ids)])
     gateway = gateway_from_env(home, broker=broker.get_broker)
+    # Every read of a broker credential is audited: which, by which process and run, never
+    # the value (issue 10).
+    for name in broker.credential_names():
+        gateway.audit(
+            "fbe_execution",
+            "credential_read",
+            name,
+            "ok",
+            f"pid {os.getpid()} run {context.run_id}",
+        )
     counts = paper_step(gateway, raw_store.get_store(), home / "landing", offers)
     context.log.info(f"paper step: {counts}")
 

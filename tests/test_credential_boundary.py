@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -146,6 +147,17 @@ def test_only_the_execution_location_holds_broker_credentials(tmp_path: Path) ->
         live.terminate()
         live.wait(timeout=60)
         os.environ.pop("DAGSTER_HOME", None)
+
+    # The paper run's read of the credential is in the audit log: which, where, never the value.
+    with sqlite3.connect(tmp_path / "ops.sqlite") as db:
+        reads = db.execute(
+            "SELECT actor, target, outcome, detail FROM audit WHERE action = 'credential_read'"
+        ).fetchall()
+        everything = " ".join(str(v) for row in db.execute("SELECT * FROM audit") for v in row)
+    paper_run = next(r for r in runs if r.job_name == "paper_orders_job")
+    assert [(a, t, o) for a, t, o, _ in reads] == [("fbe_execution", "FBE_BROKER_API_KEY", "ok")]
+    assert reads[0][3].startswith("pid ") and paper_run.run_id in reads[0][3]
+    assert SECRET not in everything
 
     def server(location: str) -> Seen:
         """The gRPC server that loads ``location``'s code and starts its runs' workers."""

@@ -8,6 +8,8 @@ write is a short transaction and SQLite waits for the lock instead of failing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -64,8 +66,28 @@ def alembic_config(connection: Connection) -> Config:
     return config
 
 
+# Any constant shared by every FBE process: the key of the PostgreSQL advisory lock that
+# serializes migrations.
+_MIGRATION_LOCK = 0x0FBE_0001
+
+
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the latest Alembic revision (idempotent; safe to run from several
-    processes: Alembic's version table serializes them)."""
-    with engine.begin() as connection:
-        command.upgrade(alembic_config(connection), "head")
+    """Bring the schema to the latest Alembic revision (idempotent). Processes that start at
+    once (the ingest service, the code servers' sensors, the CLI) migrate one after the other:
+    without that, two would both create the first tables and one would fail
+    (``table alembic_version already exists``). PostgreSQL: an advisory lock held by the
+    migration's transaction; SQLite: an exclusive file lock beside the database."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            command.upgrade(alembic_config(connection), "head")
+        return
+    database = engine.url.database
+    on_disk = database not in (None, "", ":memory:")
+    lock_path = Path(f"{database}.migrate.lock") if on_disk else None
+    with contextlib.ExitStack() as stack:
+        if lock_path is not None:
+            lock = stack.enter_context(lock_path.open("w"))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "head")
