@@ -505,6 +505,9 @@ def live(
             supervisor.start(
                 Child(f"feed {feed_config.feed_name}", command, detection_env, restart=True)
             )
+        if any(os.environ.get(k) for k in ("FBE_ALERT_TELEGRAM_TOKEN", "FBE_ALERT_WEBHOOK_URL")):
+            dispatch = [*cli, "alerts", "dispatch"]
+            supervisor.start(Child("alert dispatcher", dispatch, detection_env, restart=True))
         ingest = [*cli, "serve", "--host", host, "--port", str(port)]
         supervisor.start(Child("ingest service", ingest, detection_env, essential=True))
         # This process only supervises: it ends when the ingest service does, or on a signal.
@@ -1001,6 +1004,38 @@ def monitors(fmt: Annotated[str, typer.Option("--format", help="table or json")]
     _rows(frame, fmt, "monitors")
     if any(r.fired for r in results):
         raise typer.Exit(1)
+
+
+alerts_app = typer.Typer(help="Alert delivery to the desk's phones.")
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("dispatch")
+def alerts_dispatch(
+    once: Annotated[bool, typer.Option("--once", help="deliver what is due, then exit")] = False,
+) -> None:
+    """Deliver the alert outbox to the configured channels (FBE_ALERT_TELEGRAM_TOKEN and
+    FBE_ALERT_TELEGRAM_CHAT_ID, FBE_ALERT_WEBHOOK_URL), retrying with backoff; runs until
+    SIGTERM (fbe live runs it). Exit 2 when the channels are misconfigured."""
+    import threading
+
+    from fbe_pipeline.governance.alerts import AlertDispatcher, channels_from_env
+
+    try:
+        channels = channels_from_env()
+    except ValueError as exc:
+        err.print(f"[red]bad alert channels:[/red] {exc}")
+        raise typer.Exit(2) from None
+    dispatcher = AlertDispatcher(_ops_engine(), channels)
+    if once:
+        for outcome in dispatcher.deliver_due():
+            console.print(f"{outcome.channel}:{outcome.id} {outcome.state}")
+        return
+    stop = threading.Event()
+    try:
+        dispatcher.run_forever(stop)
+    except KeyboardInterrupt:
+        stop.set()
 
 
 config_app = typer.Typer(help="The versioned scoring and execution configuration.")

@@ -5,6 +5,7 @@ monitors' history. Inputs: batch and live signals, the operational store's fills
 log's live ticks, and the instance's latest check results."""
 
 import json
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from assets.common import OWNERS
 from fbe_pipeline.governance import monitors as mon
+from fbe_pipeline.governance.alerts import ERROR, channels_from_env, enqueue_alert
 from fbe_pipeline.governance.runtime import config_store, split, thresholds
 from fbe_pipeline.live.signal_store import LiveSignalStore, signals_path
 from fbe_pipeline.market.instruments import load_instruments
@@ -187,6 +189,25 @@ def monitors_check(context: AssetCheckExecutionContext) -> Iterator[AssetCheckRe
     yield from check_results(evaluate(paths().home, context.instance, _blocking_keys(context)))
 
 
+def _alert_errors(results: list[mon.MonitorResult]) -> None:
+    """Queue an alert for each monitor that fired at ERROR, once per subject and hour."""
+    channels = channels_from_env()
+    if not channels:
+        return
+    store = config_store(paths().home)
+    hour = time.time_ns() // 3_600_000_000_000
+    for r in results:
+        if r.severity == mon.ERROR:
+            enqueue_alert(
+                store.engine,
+                channels,
+                ERROR,
+                f"monitor {r.monitor}: {r.subject}",
+                f"{r.detail} (value {r.value}, threshold {r.threshold})",
+                f"monitor:{r.monitor}:{r.subject}:{hour}",
+            )
+
+
 @sensor(
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
@@ -212,6 +233,7 @@ def monitors_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReas
                 severity=result.severity,
             )
         )
+    _alert_errors(results)
     if not events:
         return SkipReason("no monitor changed")
     return SensorResult(asset_events=events, cursor=json.dumps(last))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -34,6 +35,7 @@ from fbe_pipeline.execution.broker import (
 )
 from fbe_pipeline.execution.gateway import ExecutionError, ExecutionGateway, SignalOffer
 from fbe_pipeline.execution.sizing import round_to_tick
+from fbe_pipeline.governance.alerts import AlertDispatcher, TelegramChannel
 from fbe_pipeline.governance.limits import ExecutionConfig
 from fbe_pipeline.governance.users import add_user
 from fbe_pipeline.live.replay import read_ticks
@@ -52,6 +54,7 @@ from fbe_pipeline.pipeline import (
 from fbe_pipeline.research.config import ScoringConfig
 from fbe_pipeline.research.slippage import slippage
 from fbe_pipeline.research.trade_rules import entry_fill
+from tests.channels import ChannelServer
 
 SYMBOL = "BTCUSDT"
 AUTO = "BTCUSDT-paper"
@@ -854,3 +857,53 @@ def test_fixed_risk_below_one_lot_is_rejected_size_zero(ops: Ops, day: Day) -> N
     risk_per_unit = abs(ok.reference_price - ok.stop)
     assert ok.state == m.PENDING_APPROVAL
     assert ok.qty == float(int(100_000 * 1e-4 / risk_per_unit)) > 0
+
+
+# --- alerts (issue 10) -----------------------------------------------------------------------
+
+TOKEN = "123456:test-token"
+
+
+def _outbox(ops: Ops) -> list[tuple[str, str, str]]:
+    with Session(ops.engine) as s:
+        rows = s.execute(
+            select(m.AlertOutbox.severity, m.AlertOutbox.title, m.AlertOutbox.state).order_by(
+                m.AlertOutbox.id
+            )
+        ).all()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def test_risk_events_and_approvals_reach_the_channel_once(ops: Ops, day: Day) -> None:
+    with ChannelServer() as telegram:
+        channel = TelegramChannel(TOKEN, "-1001", api_base=telegram.url)
+        gateway = ops.gateway(approval_gate_trades=1)
+        gateway.alert_channels = [channel]
+        gated = gateway.offer(day.offers[0])
+        assert gated.state == m.PENDING_APPROVAL
+        ops.stop_file.write_text("halt\n")
+        for offer in day.offers[1:4]:  # one risk event per control and day, however many
+            assert gateway.offer(offer).reason == "stop_file"
+        assert _outbox(ops) == [
+            ("WARN", "BTCUSDT-paper: order waiting for approval", "pending"),
+            ("ERROR", "BTCUSDT-paper: stop_file", "pending"),
+        ]
+        outcomes = AlertDispatcher(ops.engine, [channel]).deliver_due()
+        assert [o.state for o in outcomes] == ["delivered", "delivered"]
+        texts = [r.payload["text"] for r in telegram.received]
+        assert len(texts) == 2 and texts[1].startswith("[ERROR] BTCUSDT-paper: stop_file")
+        assert all(r.path == f"/bot{TOKEN}/sendMessage" for r in telegram.received)
+        assert AlertDispatcher(ops.engine, [channel]).deliver_due() == []  # nothing twice
+
+
+def test_a_dead_channel_delays_no_offer_and_keeps_the_alert(ops: Ops, day: Day) -> None:
+    dead = TelegramChannel(TOKEN, "-1001", api_base="http://127.0.0.1:9", timeout_s=1.0)
+    gateway = ops.gateway(approval_gate_trades=0)
+    gateway.alert_channels = [dead]
+    ops.stop_file.write_text("halt\n")
+    started = time.perf_counter()
+    assert gateway.offer(day.offers[0]).reason == "stop_file"
+    assert time.perf_counter() - started < 0.5  # the outbox, not the network
+    [outcome] = AlertDispatcher(ops.engine, [dead]).deliver_due()
+    assert outcome.state == "pending" and outcome.attempts == 1  # retried later
+    assert _outbox(ops)[0][:2] == ("ERROR", "BTCUSDT-paper: stop_file")

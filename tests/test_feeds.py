@@ -451,3 +451,43 @@ def test_a_slow_ingest_slows_the_feed_which_reports_its_lag_and_drops_nothing(
     _assert_landed_once(_landed(ingest, trades), trades, set())
     row, gaps, _ = _status(ingest.home)
     assert gaps.empty and row["duplicates"] == 0 and row["reconnects"] == 0
+
+
+def test_a_feed_in_safe_mode_queues_an_alert(tmp_path: Path) -> None:
+    import asyncio
+
+    from fbe_pipeline.live.feeds.binance import BinanceFeed
+    from fbe_pipeline.live.feeds.connector import FeedConnector, FeedSettings
+    from fbe_pipeline.live.feeds.status import FeedStatusStore
+
+    alerts: list[tuple[str, str, str, str]] = []
+    status = FeedStatusStore(tmp_path / "feeds.sqlite")
+    settings = FeedSettings(
+        ingest_url="http://127.0.0.1:9",
+        hmac_key=b"k",
+        backoff_first_s=0.001,
+        backoff_max_s=0.002,
+        breaker_failures=3,
+    )
+    connector = FeedConnector(
+        "binance",
+        BinanceFeed(ws_url="ws://127.0.0.1:9"),
+        ["BTCUSDT"],
+        settings,
+        status,
+        alert=lambda *a: alerts.append(a),
+    )
+
+    async def run() -> None:
+        task = asyncio.create_task(connector.run(drain_timeout_s=0.1))
+        while not alerts:
+            await asyncio.sleep(0.01)
+        connector.stop()
+        await task
+
+    asyncio.run(asyncio.wait_for(run(), 30))
+    status.close()
+    severity, title, body, key = alerts[0]
+    assert (severity, title) == ("ERROR", "feed binance safe_mode: BTCUSDT")
+    assert body == "data_feed_down: 3 failed connections in a row"
+    assert key.startswith("feed:binance:safe_mode:")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from fbe_pipeline.execution.broker import (
 )
 from fbe_pipeline.execution.exits import OpenPosition, mark_to_market, on_bar_close
 from fbe_pipeline.execution.sizing import order_quantity, round_to_tick
+from fbe_pipeline.governance.alerts import ERROR, WARN, Channel, enqueue_alert
 from fbe_pipeline.governance.limits import ExecutionConfig
 from fbe_pipeline.market.instruments import Instrument
 from fbe_pipeline.ops import models as m
@@ -50,6 +51,10 @@ from fbe_pipeline.research.trade_rules import bracket_levels, entry_decision, si
 log = logging.getLogger(__name__)
 
 NS_PER_MINUTE = 60_000_000_000
+NS_PER_DAY = 86_400 * 1_000_000_000
+# Controls whose refusal of a signal is a risk event worth an operator's phone (a paused or
+# stopped automation refusing more signals is not news: its pause was).
+RISK_CONTROLS = ("stop_file", "data_feed_down", "max_daily_trades", "max_daily_drawdown")
 SYSTEM = "system"
 
 
@@ -111,6 +116,10 @@ class ExecutionGateway:
     feeds_down : callable, optional
         Symbols whose market-data feed is in safe mode now (circuit open, issue 14): their
         automation is paused with reason ``data_feed_down`` and they get no new order.
+    alert_channels : sequence of Channel, optional
+        Where risk events (a control that blocks, a breaker trip, an automatic pause) and
+        orders waiting for approval are pushed, through the alert outbox in the same
+        transaction (:mod:`fbe_pipeline.governance.alerts`); none by default.
     """
 
     def __init__(
@@ -123,9 +132,11 @@ class ExecutionGateway:
         stop_file: Path,
         clock: Callable[[], int] = time.time_ns,
         feeds_down: Callable[[], set[str]] = set,
+        alert_channels: Sequence[Channel] = (),
     ) -> None:
         self.engine = engine
         self.feeds_down = feeds_down
+        self.alert_channels = list(alert_channels)
         self.config = config
         self.scoring = scoring
         self.instruments = instruments
@@ -153,6 +164,13 @@ class ExecutionGateway:
         """Append one entry to the audit log in its own transaction."""
         with Session(self.engine) as s, s.begin():
             self._audit(s, actor, action, target, outcome, detail)
+
+    def _alert(self, s: Session, severity: str, title: str, body: str, key: str) -> None:
+        """Queue an alert in this transaction (delivery never waits on it)."""
+        if self.alert_channels:
+            enqueue_alert(
+                s.connection(), self.alert_channels, severity, title, body, key, now_ns=self.clock()
+            )
 
     def _risk(
         self, s: Session, automation: str, order_id: str | None, control: str, ok: bool, why: str
@@ -231,6 +249,13 @@ class ExecutionGateway:
             auto.status = m.PAUSED
             auto.updated_ns = self.clock()
             self._audit(s, SYSTEM, "status_paused", auto.name, "ok", "data_feed_down")
+            self._alert(
+                s,
+                ERROR,
+                f"{auto.name}: paused, market data feed down",
+                f"the feed of {auto.symbol} is in safe mode; resume with fbe resume",
+                f"data_feed_down:{auto.name}:{self.clock() // NS_PER_DAY}",
+            )
         return down
 
     def _controls(
@@ -374,6 +399,23 @@ class ExecutionGateway:
             {"state": state, "qty": order.qty, "source": offer.source, "reason": reason}
         )
         self._audit(s, SYSTEM, "order_created", order_id, "rejected" if reason else "ok", detail)
+        if reason in RISK_CONTROLS:
+            self._alert(
+                s,
+                ERROR,
+                f"{auto.name}: {reason}",
+                f"signal {offer.signal_id} refused by {reason}",
+                f"risk:{auto.name}:{reason}:{offer.trading_date}",
+            )
+        elif state == m.PENDING_APPROVAL:
+            self._alert(
+                s,
+                WARN,
+                f"{auto.name}: order waiting for approval",
+                f"{order_id} ({offer.direction}, {order.qty:g} {offer.symbol}); "
+                f"fbe approve {offer.signal_id} --user U --totp CODE",
+                f"approval:{order_id}",
+            )
         return order
 
     # -- people --------------------------------------------------------------------------------
@@ -584,6 +626,13 @@ class ExecutionGateway:
             if tripped and auto.status != m.STOPPED:
                 auto.status = m.STOPPED
                 self._audit(s, SYSTEM, "breaker_trip", auto.name, "stopped", repr(exc))
+                self._alert(
+                    s,
+                    ERROR,
+                    f"{auto.name}: circuit breaker tripped",
+                    f"stopped after {auto.consecutive_errors} broker errors: {exc!r}",
+                    f"breaker:{auto.name}:{order.trading_date}",
+                )
             return True
         if outcome is None:  # no price yet: changed only if it was just submitted
             return sent_now
@@ -660,6 +709,13 @@ class ExecutionGateway:
         if not ok and auto.status == m.ACTIVE:
             auto.status = m.PAUSED_SLIPPAGE
             self._audit(s, SYSTEM, "status_paused_slippage", auto.name, "ok", f"ratio {ratio:.3f}")
+            self._alert(
+                s,
+                ERROR,
+                f"{auto.name}: paused for slippage",
+                f"mean realized / estimated slippage {ratio:.2f} over the latest fills",
+                f"paused_slippage:{auto.name}:{self.clock() // NS_PER_DAY}",
+            )
 
     # -- positions -----------------------------------------------------------------------------
 
@@ -759,4 +815,11 @@ class ExecutionGateway:
                 auto.status = m.PAUSED
                 self._risk(s, auto.name, None, "max_daily_drawdown", False, f"{loss:.2f}")
                 self._audit(s, SYSTEM, "status_paused", auto.name, "ok", "daily drawdown limit")
+                self._alert(
+                    s,
+                    ERROR,
+                    f"{auto.name}: paused at the daily drawdown limit",
+                    f"loss {loss:.2f} {account.currency} of a {limit:.2f} limit",
+                    f"drawdown:{auto.name}:{account.day}",
+                )
         return closed

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from fbe_pipeline.execution.broker import Broker, PaperBroker
 from fbe_pipeline.execution.gateway import ExecutionGateway, SignalOffer
 from fbe_pipeline.execution.market import SessionMarket
+from fbe_pipeline.governance.alerts import channels_from_env
 from fbe_pipeline.governance.runtime import config_store, split
 from fbe_pipeline.live.feeds.status import FeedStatusStore, feeds_path
 from fbe_pipeline.market.instruments import Instrument, load_instruments
@@ -63,6 +64,7 @@ def gateway_from_env(
         venue,
         stop_file,
         feeds_down=lambda: feeds_in_safe_mode(home),
+        alert_channels=channels_from_env(env),
     )
 
 

@@ -141,6 +141,10 @@ class FeedConnector:
         ``(symbol, now_ns) -> bool``; staleness only counts in session (default: always).
     rng : random.Random, optional
         Jitter source (seeded in tests).
+    alert : callable, optional
+        ``(severity, title, body, dedup_key)``: pushes an operational alert (the alert outbox,
+        :mod:`fbe_pipeline.governance.alerts`) when the feed goes stale (WARN) or into safe
+        mode (ERROR).
     """
 
     def __init__(
@@ -152,6 +156,7 @@ class FeedConnector:
         status: FeedStatusStore,
         in_session: Callable[[str, int], bool] | None = None,
         rng: random.Random | None = None,
+        alert: Callable[[str, str, str, str], None] | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("a feed needs at least one symbol")
@@ -162,6 +167,7 @@ class FeedConnector:
         self.status = status
         self.in_session = in_session or (lambda symbol, now_ns: True)
         self.rng = rng or random.Random()
+        self.alert = alert
         self.stats = {s: SymbolStatus() for s in self.symbols}
         # Next expected id and the time of the last trade passed on, per symbol.
         self.expected: dict[str, int] = {}
@@ -195,10 +201,20 @@ class FeedConnector:
                 stat.state = state
                 if state in (STALE, SAFE_MODE) or detail:
                     self.status.record_event(self.name, symbol, state, detail)
+        if state not in (STALE, SAFE_MODE):
+            return
+        severity = "WARN" if state == STALE else "ERROR"
+        title = f"feed {self.name} {state}: {', '.join(self.symbols)}"
         if state == STALE:
             log.warning("feed %s is stale: %s", self.name, detail)
-        elif state == SAFE_MODE:
+        else:
             log.error("feed %s: %s; its instruments are in safe mode", self.name, detail)
+        if self.alert is not None:
+            hour = time.time_ns() // 3_600_000_000_000
+            try:
+                self.alert(severity, title, detail, f"feed:{self.name}:{state}:{hour}")
+            except Exception:  # an alert must never stop the feed
+                log.exception("feed %s: could not queue the alert", self.name)
 
     # -- stream ------------------------------------------------------------------------------
 

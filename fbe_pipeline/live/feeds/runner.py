@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from fbe_pipeline.governance.alerts import channels_from_env, enqueue_alert
 from fbe_pipeline.live.feeds.alpaca import AlpacaFeed
 from fbe_pipeline.live.feeds.base import Feed
 from fbe_pipeline.live.feeds.binance import BinanceFeed
@@ -24,6 +25,7 @@ from fbe_pipeline.live.feeds.connector import FeedConnector, FeedSettings
 from fbe_pipeline.live.feeds.status import FeedStatusStore, feeds_path
 from fbe_pipeline.market.instruments import Instrument, load_instruments, register_instrument
 from fbe_pipeline.market.sessions import assign_trading_dates
+from fbe_pipeline.ops.db import database_url, engine_for, upgrade
 from fbe_pipeline.research.config import ScoringConfig
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,20 @@ def session_clock(instruments: Mapping[str, Instrument]) -> Callable[[str, int],
     return in_session
 
 
+def _alerts(home: Path) -> Callable[[str, str, str, str], None] | None:
+    """Queue feed alerts in the operational store's outbox when channels are configured."""
+    channels = channels_from_env()
+    if not channels:
+        return None
+    engine = engine_for(database_url(home))
+    upgrade(engine)
+
+    def alert(severity: str, title: str, body: str, key: str) -> None:
+        enqueue_alert(engine, channels, severity, title, body, key)
+
+    return alert
+
+
 def run_feed(
     home: Path,
     name: str,
@@ -162,7 +178,13 @@ def run_feed(
         instruments = load_instruments(home / "instruments.yaml")
         status = FeedStatusStore(feeds_path(home))
         connector = FeedConnector(
-            name, feed, symbols, settings, status, in_session=session_clock(instruments)
+            name,
+            feed,
+            symbols,
+            settings,
+            status,
+            in_session=session_clock(instruments),
+            alert=_alerts(home),
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
