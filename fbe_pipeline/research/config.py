@@ -60,6 +60,12 @@ class ScoringConfig:
     cost_bps: float = 0.5
 
     def __post_init__(self) -> None:
+        # One spelling per value (30 and 30.0 are the same weight), so that equal configs have
+        # the same content hash however they were written (JSON, the versioned store, code).
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
         if self.execution_latency_ms <= 0 or self.decision_latency_ms < 0:
             raise ValueError("execution_latency_ms must be > 0 and decision_latency_ms >= 0")
         if self.time_stop_bars < 1:
