@@ -56,12 +56,16 @@ class Parsed:
     error : str
         Non-empty when the message was malformed or an error from the venue (logged, counted,
         never forwarded).
+    refused : bool
+        The venue refused this connection (bad credentials, a refused subscription): the
+        connection counts as a failed attempt, whatever else it carried.
     """
 
     trades: list[VenueTrade] = field(default_factory=list)
     heartbeat: bool = False
     shutdown: bool = False
     error: str = ""
+    refused: bool = False
 
 
 @dataclass(frozen=True, slots=True)

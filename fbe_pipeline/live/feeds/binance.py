@@ -121,7 +121,7 @@ class BinanceFeed:
         if "result" in doc and "id" in doc:
             return Parsed(heartbeat=True)
         if "code" in doc and "msg" in doc:
-            return Parsed(error=f"venue error {doc['code']}: {doc['msg']}")
+            return Parsed(error=f"venue error {doc['code']}: {doc['msg']}", refused=True)
         return Parsed(error=f"unknown message: {message[:80]!r}")
 
     async def history(

@@ -181,11 +181,15 @@ class FeedConnector:
         self.circuit_open = False
         self.stale = False
         self.backpressured = False
+        # Per connection: whether it has proven to work, and whether the venue refused it.
+        self._confirmed = False
+        self._refused = False
         # True from a (re)connect until the first sign of life on the new connection.
         self._connecting = True
         self.queue: asyncio.Queue[VenueTrade] = asyncio.Queue(settings.queue_max)
         self.last_message = time.monotonic()
-        self.disconnected_at_ns: int | None = None
+        # Symbols of a venue without sequential ids whose next trade follows a lost connection.
+        self._away: set[str] = set()
         self.fatal: BaseException | None = None
         self._ws: ClientConnection | None = None
         self._stop = asyncio.Event()
@@ -228,6 +232,7 @@ class FeedConnector:
                 ) as ws:
                     self._ws = ws
                     self._connecting = True
+                    self._confirmed = self._refused = False
                     for message in self.feed.subscribe_messages(self.symbols):
                         await ws.send(message)
                     await self._catch_up(client)
@@ -239,8 +244,8 @@ class FeedConnector:
                 self._ws = None
             if self._stop.is_set():
                 break
-            if self.disconnected_at_ns is None:
-                self.disconnected_at_ns = time.time_ns()
+            if not self.feed.sequential_ids:
+                self._away.update(self.symbols)
             for stat in self.stats.values():
                 stat.reconnects += 1
             if self.failures >= self.settings.breaker_failures and not self.circuit_open:
@@ -280,11 +285,10 @@ class FeedConnector:
     ) -> None:
         """Read messages until the connection ends, the venue announces a shutdown, or the
         connection is older than ``max_connection_age_s``."""
-        got_any = False
         async for message in ws:
-            got_any = True
-            self._alive()
             parsed = self.feed.parse(message)
+            self._refused = self._refused or parsed.refused
+            self._alive(confirms=bool(parsed.trades) or (parsed.heartbeat and not parsed.error))
             if parsed.error:
                 for stat in self.stats.values():
                     stat.malformed += 1
@@ -301,7 +305,7 @@ class FeedConnector:
                     time.monotonic() - opened,
                 )
                 return
-        if not got_any:
+        if not self._confirmed:
             self.failures += 1
 
     async def _accept(self, trade: VenueTrade, client: httpx.AsyncClient) -> None:
@@ -323,17 +327,12 @@ class FeedConnector:
                     trade.symbol, expected, trade.trade_id - 1, trade.ts_event_ns, client
                 )
             self.expected[trade.symbol] = trade.trade_id + 1
-        elif self.disconnected_at_ns is not None:
-            self._gap(
-                Gap(
-                    trade.symbol,
-                    None,
-                    None,
-                    self.disconnected_at_ns,
-                    trade.ts_event_ns,
-                    "disconnected",
-                )
-            )
+        elif trade.symbol in self._away:
+            # From the last trade received before the connection was lost (the venue's clock,
+            # like the end): whatever was in flight or published during a stall is inside.
+            self._away.discard(trade.symbol)
+            start = self.last_ns.get(trade.symbol, trade.ts_event_ns)
+            self._gap(Gap(trade.symbol, None, None, start, trade.ts_event_ns, "disconnected"))
         self.last_ns[trade.symbol] = trade.ts_event_ns
         await self._enqueue(trade)
 
@@ -365,7 +364,7 @@ class FeedConnector:
                         Gap(symbol, cursor, last, previous_ns, next_ns, "history_unavailable")
                     )
                 return
-            self._alive()  # a long backfill is not silence
+            self._alive(confirms=False)  # a long backfill is not silence
             rows = sorted(
                 (t for t in page if t.trade_id is not None and t.trade_id >= cursor),
                 key=lambda t: t.trade_id or 0,
@@ -443,8 +442,6 @@ class FeedConnector:
             gap.reason,
         )
         self.status.record_gap(self.name, gap)
-        if gap.reason == "disconnected":
-            self.disconnected_at_ns = None
 
     # -- sender ------------------------------------------------------------------------------
 
@@ -569,12 +566,17 @@ class FeedConnector:
         with contextlib.suppress(websockets.exceptions.WebSocketException, TimeoutError):
             waiter = await ws.ping()
             await asyncio.wait_for(waiter, timeout_s)
-            self._alive()
+            # A pong proves the connection only where there is no sign-in to be refused.
+            self._alive(confirms=not self.feed.subscribe_messages(self.symbols))
 
-    def _alive(self) -> None:
-        """A message or a pong arrived: the connection works. Resets the failure count,
-        closes an open circuit and ends staleness."""
+    def _alive(self, confirms: bool = True) -> None:
+        """A message or a pong arrived. When it ``confirms`` that the connection works (a
+        trade; a heartbeat or pong on a connection the venue has not refused), the failure
+        count is reset, an open circuit closes and staleness ends."""
         self.last_message = time.monotonic()
+        if not confirms or self._refused:
+            return
+        self._confirmed = True
         if not (self.failures or self.circuit_open or self.stale or self._connecting):
             return
         if self.circuit_open:
