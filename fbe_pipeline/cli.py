@@ -1146,6 +1146,99 @@ def config_approve(
     )
 
 
+@app.command("walk-forward")
+def walk_forward_command(
+    symbol: Annotated[str, typer.Option(help="a configured instrument")],
+    in_sample: Annotated[
+        int | None, typer.Option(min=1, help="in-sample sessions per window [default: 3]")
+    ] = None,
+    out_of_sample: Annotated[
+        int | None,
+        typer.Option(min=1, help="out-of-sample sessions per window and step [default: 1]"),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    propose: Annotated[
+        str | None,
+        typer.Option(
+            help="request the last window's choice as a config version held for "
+            "approval, as this operator (password FBE_PASSWORD)"
+        ),
+    ] = None,
+) -> None:
+    """Walk-forward search of the score thresholds and trigger over SYMBOL's sessions in the
+    raw store: chosen on each in-sample window (most total R with enough trades), evaluated on
+    the next out-of-sample window, by regime and session tag. With --propose the last choice
+    becomes a new config version waiting for a second approver; otherwise nothing changes."""
+    from fbe_pipeline.governance.config import ConfigError
+    from fbe_pipeline.governance.runtime import split
+    from fbe_pipeline.research.walk_forward import (
+        DEFAULT_IN_SAMPLE,
+        DEFAULT_OUT_OF_SAMPLE,
+        METRICS,
+        load_sessions,
+        proposal_command,
+        report_json,
+        report_table,
+        stored_sessions,
+        walk_forward,
+        window_count,
+    )
+
+    if fmt not in ("table", "json"):
+        err.print("[red]--format must be table or json[/red]")
+        raise typer.Exit(2)
+    n = DEFAULT_IN_SAMPLE if in_sample is None else in_sample
+    m = DEFAULT_OUT_OF_SAMPLE if out_of_sample is None else out_of_sample
+    try:
+        instrument = get_instrument(symbol)
+    except InstrumentError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    store = _store()
+    days = stored_sessions(store, instrument)
+    try:
+        window_count(symbol, len(days), n, m)  # before any tick is read
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    configs = _config_store()
+    _, values = configs.active()
+    sessions = load_sessions(store, instrument, days)
+    report = walk_forward(sessions, split(values)[0], in_sample=n, out_of_sample=m)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(report_json(report), indent=1) + "\n")
+    else:
+        for w in report.windows:
+            chosen = ", ".join(f"{k}={v:g}" for k, v in report.changes(w.chosen).items())
+            console.print(
+                f"window {w.index}: in-sample {w.is_dates[0]}..{w.is_dates[-1]}, out-of-sample "
+                f"{w.oos_dates[0]}..{w.oos_dates[-1]}, chosen {chosen or 'the active config'}"
+                + ("" if w.qualified else f" (no candidate with {report.min_trades} trades)")
+            )
+        table = report_table(report)[["window", "period", "group_by", "group", *METRICS]]
+        _rows(table.round(3), "table", f"walk-forward {symbol}")
+        command = proposal_command(report)
+        console.print(
+            "proposal: keep the active config" if command is None else f"proposal: {command}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
+    changes = report.changes(report.proposal)
+    if propose is None or not changes:
+        return
+    _sign_in(configs.engine, propose, "operator", "config_request")
+    reason = f"walk-forward {symbol} {n} IS / {m} OOS sessions, window {len(report.windows) - 1}"
+    try:
+        row = configs.request({k: str(v) for k, v in changes.items()}, reason, propose, hold=True)
+    except ConfigError as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    err.print(
+        f"version {row.version} proposed; a second approver runs: fbe config approve {row.version}"
+    )
+
+
 def main() -> None:
     """Entry point with logging configured, Dagster's beta-API warnings silenced, and SIGTERM
     and SIGINT (Ctrl-C) stopping the whole command.

@@ -28,6 +28,7 @@ from assets import Lane, lane_assets, lane_sources, make_lane
 from assets.integrity import integrity_job, raw_integrity
 from assets.live import build_live_session
 from assets.partitions import partition_key
+from assets.walk_forward import build_walk_forward
 from fbe_pipeline.live.tail import landing_days
 from fbe_pipeline.market.instruments import load_instruments
 from fbe_pipeline.settings import paths
@@ -85,7 +86,12 @@ def build_definitions(lanes: list[Lane] | None = None) -> Definitions:
     jobs = [build_pipeline_job(lane) for lane in lanes]
     assets: list[AssetsDefinition | SourceAsset | AssetSpec] = [raw_integrity, monitors_asset]
     for lane in lanes:
-        assets += [*lane_sources(lane), *lane_assets(lane), build_live_session(lane)]
+        assets += [
+            *lane_sources(lane),
+            *lane_assets(lane),
+            build_live_session(lane),
+            build_walk_forward(lane),
+        ]
     return Definitions(
         assets=assets,
         jobs=[*jobs, integrity_job],

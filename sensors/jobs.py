@@ -17,6 +17,8 @@ def build_pipeline_job(lane: Lane) -> UnresolvedAssetJobDefinition:
     """The job materializing one instrument's lane (every asset, one session per run)."""
     return define_asset_job(
         pipeline_job_name(lane.symbol),
-        selection=AssetSelection.groups(lane.symbol) - AssetSelection.keys(lane.key("raw_objects")),
+        # Not the raw store (a source) nor the walk-forward (all sessions at once, on demand).
+        selection=AssetSelection.groups(lane.symbol)
+        - AssetSelection.keys(lane.key("raw_objects"), lane.key("walk_forward")),
         description=f"Raw ticks to backtest summary for {lane.symbol}, one session per run.",
     )

@@ -58,7 +58,7 @@ def _deps(lane: Lane) -> list[tuple[AssetKey, AssetKey, PartitionMapping | None]
 def test_definitions_load_with_a_lane_of_assets_per_instrument() -> None:
     graph = defs.resolve_asset_graph()
     names = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    tables = (*PIPELINE_TABLES, "raw_objects", "live_session")
+    tables = (*PIPELINE_TABLES, "raw_objects", "live_session", "walk_forward")
     expected = {f"{lane.symbol}/{t}" for lane in LANES for t in tables}
     assert names == expected | {"raw_integrity", "monitors"}
     assert defs.resolve_job_def("fbe_pipeline_SPY") is not None
@@ -156,8 +156,8 @@ def test_every_table_asset_carries_kinds_owner_and_its_contract_columns() -> Non
     graph = defs.resolve_asset_graph()
     for node in graph.asset_nodes:
         name = node.key.path[-1]
-        if name in ("raw_objects", "live_session", "monitors"):  # not tables: the raw store,
-            continue  # live reports and the monitors' checks
+        if name in ("raw_objects", "live_session", "monitors", "walk_forward"):  # not tables:
+            continue  # the raw store, live reports, the monitors' checks, a metadata report
         assert node.kinds >= {"pandas", "duckdb"}, name
         assert node.owners == ["team:fbe-quant-data"], name
         columns = node.metadata["dagster/column_schema"].columns

@@ -309,11 +309,14 @@ class ConfigStore:
 
     # -- changing ----------------------------------------------------------------------------
 
-    def request(self, changes: Mapping[str, str], reason: str, user: str) -> m.ConfigVersion:
+    def request(
+        self, changes: Mapping[str, str], reason: str, user: str, hold: bool = False
+    ) -> m.ConfigVersion:
         """A new version: the active settings with ``changes`` (``KEY -> text value``).
 
-        In market hours it is active from the next bar; out of hours it waits for a second
-        approver. Audited, refusals included.
+        In market hours it is active from the next bar; out of hours, or with ``hold`` (a
+        proposal, e.g. from the walk-forward), it waits for a second approver. Audited,
+        refusals included.
 
         Raises
         ------
@@ -341,7 +344,7 @@ class ConfigStore:
                 self._audit(s, user, "config_request", "config", "refused", str(exc))
             raise
         now = self.clock()
-        out_of_hours = not self.in_market_hours(now)
+        out_of_hours = hold or not self.in_market_hours(now)
         for _ in range(5):  # two requests at once: the second takes the next number
             try:
                 with Session(self.engine, expire_on_commit=False) as s, s.begin():
