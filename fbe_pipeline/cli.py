@@ -400,6 +400,7 @@ def serve(
         scoring_json=settings.scoring_json,
         store_factory="fbe_pipeline.cli:live_store",
         reporter_factory="fbe_pipeline.cli:live_reporter",
+        versioned_config=True,
     )
     try:
         service = create_app(settings, live_process=spec)

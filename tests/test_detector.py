@@ -142,3 +142,27 @@ def test_incremental_bars_equal_the_batch_bars_in_any_arrival_order(
         seen = btc.iloc[np.concatenate([chunks[j] for j in order[: n + 1]])]
         ticks, _ = session_ticks(seen.drop(columns="key"), None, instrument, DAY)
         pd.testing.assert_frame_equal(bars, session_bars(ticks, instrument, DAY))
+
+
+def test_a_config_change_scores_only_the_bars_after_its_effective_time(
+    tmp_path: Path, btc: pd.DataFrame
+) -> None:
+    """Issue 10: a config version that takes effect while the service runs decides the bars
+    that open from then on; earlier bars keep the signals recorded before."""
+    detector, recorded = _detector(tmp_path)
+    half = len(btc) // 2
+    detector.add("BTCUSDT", DAY, btc.iloc[:half])
+    [first] = detector.advance()
+    since = first.closed_through
+    old, new = ScoringConfig(trigger_score=30), ScoringConfig(trigger_score=20)
+    assert detector.set_config(new, since) and not detector.set_config(new, since)
+    detector.add("BTCUSDT", DAY, btc.iloc[half:])
+    last = int(btc["ts_event"].max()) // NS_PER_MINUTE * NS_PER_MINUTE + NS_PER_MINUTE
+    detector.advance_watermark("BTCUSDT", last)
+    detector.advance()
+    signals = pd.concat(recorded, ignore_index=True).drop_duplicates("signal_id")
+    closes = pd.DatetimeIndex(signals["bar_close"]).as_unit("ns").asi8
+    before, after = signals[closes <= since], signals[closes > since]
+    assert len(before) and len(after)
+    assert set(before["config_version"]) == {old.version}
+    assert set(after["config_version"]) == {new.version}

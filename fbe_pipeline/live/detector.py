@@ -161,6 +161,9 @@ class StreamingDetector:
     ) -> None:
         self.instruments = instruments
         self.feeds_down = feeds_down
+        # Bars closing after this time (ns UTC) are decided with ``config``; earlier bars keep
+        # the signals recorded under the config before it (see :meth:`set_config`).
+        self.config_since_ns = 0
         self.store = store
         self.config = config
         self.record = record
@@ -169,6 +172,16 @@ class StreamingDetector:
         self._days: dict[str, dict[date, _Day]] = {}
         self._latest_event: dict[str, int] = {}
         self._watermark: dict[str, int] = {}
+
+    def set_config(self, config: ScoringConfig, since_ns: int) -> bool:
+        """Score with ``config`` from the bars that open at or after ``since_ns`` (ns UTC, a
+        minute boundary: the next bar after a config change); bars before keep their
+        recorded signals. Returns whether the config changed."""
+        if config.version == self.config.version:
+            return False
+        self.config = config
+        self.config_since_ns = since_ns
+        return True
 
     def add(self, symbol: str, trading_date: date, frame: pd.DataFrame) -> int:
         """Take newly landed lines of one symbol and trading date (first line per key kept).
@@ -332,7 +345,8 @@ class StreamingDetector:
         t2 = time.perf_counter()
         signals = session_signals(session_scores(features, self.config), self.config)
         closes = pd.DatetimeIndex(signals["bar_close"]).as_unit("ns").asi8
-        final = signals.loc[closes <= through].reset_index(drop=True)
+        final = signals.loc[(closes <= through) & (closes > self.config_since_ns)]
+        final = final.reset_index(drop=True)
         if len(final):
             context = signal_context(final, features, window)
             final["context"] = [

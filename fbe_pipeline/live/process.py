@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fbe_pipeline.governance.runtime import config_store, split
 from fbe_pipeline.live.detector import BarsClosed
 from fbe_pipeline.live.service import LiveOptions, LiveService
 from fbe_pipeline.market.instruments import load_instruments
@@ -56,6 +57,9 @@ class LiveProcessSpec:
     reporter_factory : str or None
         ``"module:function"`` returning an ``on_bars_closed`` callable run in the child
         (the CLI's Dagster reporter), or None.
+    versioned_config : bool
+        Follow the versioned configuration of ``home``'s operational store: a version that
+        takes effect while the service runs scores the bars from its effective time on.
     """
 
     home: Path
@@ -63,6 +67,7 @@ class LiveProcessSpec:
     scoring_json: str
     store_factory: str
     reporter_factory: str | None = None
+    versioned_config: bool = False
 
 
 def _load(path: str) -> Callable[[], Any]:
@@ -78,6 +83,17 @@ def _die_with_parent(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def _config_source(home: Path) -> Callable[[], tuple[ScoringConfig, int]]:
+    """``() -> (scoring config, effective ns)`` of the version in effect in ``home``."""
+    store = config_store(home)
+
+    def source() -> tuple[ScoringConfig, int]:
+        version, values = store.active()
+        return split(values)[0], int(store.get(version).effective_ns or 0)
+
+    return source
 
 
 def _child(
@@ -108,6 +124,7 @@ def _child(
         ScoringConfig.from_dict(json.loads(spec.scoring_json or "{}")),
         spec.options,
         on_bars_closed=closed,
+        config_source=_config_source(spec.home) if spec.versioned_config else None,
     )
     service.start()
     ready.set()

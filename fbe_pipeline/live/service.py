@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SEAL_INTERVAL_S = 900.0
 
 
+CONFIG_POLL_S = 5.0
+
+
 @dataclass(frozen=True)
 class LiveOptions:
     """Tuning of the live loop.
@@ -82,6 +85,10 @@ class LiveService:
         Called with each :class:`~.detector.BarsClosed` from a reporting thread of its own, in
         order, so a slow receiver (Dagster's event log) never delays detection; exceptions are
         logged. Reports still queued 30 s after :meth:`stop` are dropped with a warning.
+    config_source : callable, optional
+        ``() -> (ScoringConfig, effective_ns)``: the config version in effect and when it took
+        effect, asked at most every ``CONFIG_POLL_S`` seconds; a new version scores the bars
+        from its effective time on (issue 10).
     """
 
     def __init__(
@@ -92,8 +99,11 @@ class LiveService:
         config: ScoringConfig,
         options: LiveOptions | None = None,
         on_bars_closed: Callable[[BarsClosed], None] | None = None,
+        config_source: Callable[[], tuple[ScoringConfig, int]] | None = None,
     ) -> None:
         self.options = options or LiveOptions()
+        self.config_source = config_source
+        self._config_asked = float("-inf")
         self.landing_dir = home / "landing"
         self.landing_dir.mkdir(parents=True, exist_ok=True)
         self.signals = LiveSignalStore(signals_path(home))
@@ -212,6 +222,18 @@ class LiveService:
             The sessions evaluated by this step.
         """
         self._ingest()
+        if (
+            self.config_source is not None
+            and time.monotonic() - self._config_asked >= CONFIG_POLL_S
+        ):
+            self._config_asked = time.monotonic()
+            try:
+                config, since = self.config_source()
+            except Exception:  # the versioned store unreachable: keep scoring as before
+                log.exception("could not read the config version in effect")
+            else:
+                if self.detector.set_config(config, since):
+                    log.warning("scoring with config %s from %d on", config.version, since)
         with self._lock:
             marks, self._watermarks = self._watermarks, {}
         for symbol, mark in marks.items():
