@@ -45,6 +45,7 @@ from fbe_pipeline.governance.alerts import ERROR, WARN, Channel, enqueue_alert
 from fbe_pipeline.governance.limits import ExecutionConfig
 from fbe_pipeline.market.instruments import Instrument
 from fbe_pipeline.ops import models as m
+from fbe_pipeline.ops.audit import record_audit
 from fbe_pipeline.research.config import ScoringConfig
 from fbe_pipeline.research.trade_rules import bracket_levels, entry_decision, side_of
 
@@ -149,16 +150,7 @@ class ExecutionGateway:
     def _audit(
         self, s: Session, actor: str, action: str, target: str, outcome: str, detail: str = ""
     ) -> None:
-        s.add(
-            m.AuditEntry(
-                at_ns=self.clock(),
-                actor=actor,
-                action=action,
-                target=target,
-                outcome=outcome,
-                detail=detail,
-            )
-        )
+        record_audit(s, self.clock(), actor, action, target, outcome, detail)
 
     def audit(self, actor: str, action: str, target: str, outcome: str, detail: str = "") -> None:
         """Append one entry to the audit log in its own transaction."""

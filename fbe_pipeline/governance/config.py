@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fbe_pipeline.ops import models as m
+from fbe_pipeline.ops.audit import record_audit
 from fbe_pipeline.research.config import ScoringConfig
 
 NS_PER_MINUTE = 60_000_000_000
@@ -214,16 +215,7 @@ class ConfigStore:
     def _audit(
         self, s: Session, actor: str, action: str, target: str, outcome: str, detail: str = ""
     ) -> None:
-        s.add(
-            m.AuditEntry(
-                at_ns=self.clock(),
-                actor=actor,
-                action=action,
-                target=target,
-                outcome=outcome,
-                detail=detail,
-            )
-        )
+        record_audit(s, self.clock(), actor, action, target, outcome, detail)
 
     def _seeded(self, s: Session) -> None:
         if s.scalar(select(func.count()).select_from(m.ConfigVersion)):

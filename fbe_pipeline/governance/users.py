@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fbe_pipeline.ops import models as m
+from fbe_pipeline.ops.audit import record_audit
 
 ROLES = ("viewer", "operator", "approver", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
@@ -41,16 +42,7 @@ class PermissionDenied(PermissionError):
 
 
 def _audit(s: Session, actor: str, action: str, target: str, outcome: str, detail: str) -> None:
-    s.add(
-        m.AuditEntry(
-            at_ns=time.time_ns(),
-            actor=actor,
-            action=action,
-            target=target,
-            outcome=outcome,
-            detail=detail,
-        )
-    )
+    record_audit(s, time.time_ns(), actor, action, target, outcome, detail)
 
 
 def count_users(engine: Engine) -> int:
