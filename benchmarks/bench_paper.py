@@ -3,7 +3,7 @@
 What is measured
 ----------------
 ``fbe live --no-ui`` (``python -m fbe_pipeline.cli live``: the ingest service with its streaming
-detector, plus the Dagster daemon whose ``paper_execution`` sensor, minimum interval 5 s, asks
+detector, plus the Dagster daemon whose ``paper_execution`` sensor, minimum interval 2 s, asks
 for one ``paper_orders`` run per new live signal, run key ``signal:<signal_id>``, tag
 ``fbe/signal_id``) runs as a subprocess on a fresh temporary ``FBE_HOME`` with the demo scoring
 config (trigger 30), ``FBE_EXECUTION_CONFIG={"validity_bars": 100000}``, the grace of
@@ -23,12 +23,12 @@ and reads, per live signal:
 * ``b`` signal recorded -> run created: the run tagged ``fbe/signal_id`` (its ``RUN_ENQUEUED``
   event, logged right after the run row is written; the row's ``create_timestamp`` has 1 s
   resolution on SQLite and is only cross-checked). Split into ``b1`` recorded -> the start of
-  the sensor tick that requested the run (waiting for the sensor's 5 s interval and the
+  the sensor tick that requested the run (waiting for the sensor's 2 s interval and the
   daemon's loop) and ``b2`` tick start -> run created (sensor evaluation in the code server).
 * ``c`` run created -> run started (``RUN_START``: the step process is up). Split into ``c1``
-  created -> launched (``RUN_STARTING``: the queued run coordinator's dequeue, every 5 s, at
-  most 2 runs in flight per ``dagster.yaml``) and ``c2`` launched -> started (the default run
-  launcher spawns a Python subprocess that loads the code location).
+  created -> launched (``RUN_STARTING``: the queued run coordinator's dequeue, every 1 s, in
+  threads, at most 2 runs in flight per ``dagster.yaml``) and ``c2`` launched -> started (the
+  default run launcher spawns a Python subprocess that loads the code location).
 * ``d`` run started -> order recorded (``orders.created_ns`` of ``$FBE_HOME/ops.sqlite``),
   with ``d1`` run started -> step started inside it.
 * ``total`` closing tick received -> order recorded.

@@ -105,7 +105,7 @@ def _work_stamp() -> int:
 
 @sensor(
     job=paper_orders_job,
-    minimum_interval_seconds=5,
+    minimum_interval_seconds=2,
     default_status=DefaultSensorStatus.RUNNING,
     description="New live signals become paper_orders runs (run key: the signal id); open "
     "orders and positions are processed when the live detector moves on or an order changes.",
