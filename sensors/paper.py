@@ -125,9 +125,11 @@ def paper_execution(context: SensorEvaluationContext):  # type: ignore[no-untype
         yield RunRequest(
             run_key=f"signal:{signal_id}",
             run_config={"ops": {"paper_orders": {"config": {"signal_ids": [signal_id]}}}},
-            tags={"fbe/signal_id": signal_id},
+            # Ahead of automation's materializations in the queue: an order must not wait
+            # behind a backfill of past sessions.
+            tags={"fbe/signal_id": signal_id, "dagster/priority": "10"},
         )
     stamp = _work_stamp()
     if stamp > last_stamp and len(fresh) == 0:
-        yield RunRequest(run_key=f"process:{stamp}")
+        yield RunRequest(run_key=f"process:{stamp}", tags={"dagster/priority": "10"})
     context.update_cursor(f"{row}:{max(stamp, last_stamp)}")

@@ -93,7 +93,7 @@ def test_replayed_twice_one_order_per_signal_gated_approved_filled(
                 found = sorted(r[0] for r in db.execute("SELECT signal_id FROM live_signals"))
             return found if len(found) == 7 else []
 
-        signal_ids = _wait_for("the live signals", live_signals, timeout_s=60)
+        signal_ids = _wait_for("the live signals", live_signals)
 
         orders = _wait_for("an order per signal", lambda: len(_orders(env)) == 7 and _orders(env))
         assert sorted(str(o["signal_id"]) for o in orders) == signal_ids
