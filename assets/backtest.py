@@ -70,7 +70,7 @@ def build_backtest_trades(lane: Lane) -> AssetsDefinition:
                 {"entry_after_decision": (check_entry_timing(trades), False)},
             )
 
-        yield from emit(days, [one(d) for d in days])
+        yield from emit(context, days, [one(d) for d in days])
 
     return backtest_trades
 
@@ -104,6 +104,6 @@ def build_backtest_summary(lane: Lane) -> AssetsDefinition:
                 out, {"config_version": config.version, "data_version": version}, {}
             )
 
-        yield from emit(days, [one(d) for d in days])
+        yield from emit(context, days, [one(d) for d in days])
 
     return backtest_summary

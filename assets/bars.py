@@ -108,6 +108,6 @@ def build_bars_1m(lane: Lane) -> AssetsDefinition:
         results = [one(d) for d in days]
         # Bars are a pure function of the raw objects: their digest is the bar revision, so a
         # late file yields a new revision on re-materialization instead of an in-place edit.
-        yield from emit(days, results, str(results[0].metadata["data_version"]))
+        yield from emit(context, days, results, str(results[0].metadata["data_version"]))
 
     return bars_1m

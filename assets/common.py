@@ -10,13 +10,16 @@ from typing import Any
 
 import pandas as pd
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
+    AssetRecordsFilter,
     AutomationCondition,
+    BackfillPolicy,
     DagsterType,
     DataVersion,
     MetadataValue,
@@ -26,12 +29,16 @@ from dagster import (
     TableSchema,
     TimeWindowPartitionsDefinition,
 )
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from dagster_pandera import pandera_schema_to_dagster_type
 from pandera.api.pandas.container import DataFrameSchema
 
 from assets.partitions import lookback
 from fbe_pipeline.market.instruments import Instrument, get_instrument
 from fbe_pipeline.quality.checks import CheckOutcome
+from fbe_pipeline.settings import SESSIONS_PER_RUN
 
 OWNERS = ["team:fbe-quant-data"]
 
@@ -95,10 +102,9 @@ class Lane:
         """``@asset`` arguments of a table: name, key prefix, group, partitions, the pandera
         contract as Dagster type and column schema, kinds, owners and a ``layer`` tag.
 
-        No backfill policy: backfills run one session per run, because Dagster 1.13 records a
-        check evaluated in a run of several partitions without a partition, and each session's
-        own check status matters more than the run overhead saved (the assets do compute a
-        range of sessions correctly, see :func:`emit`)."""
+        Backfill policy: at most :data:`SESSIONS_PER_RUN` consecutive sessions per run, so a
+        UI backfill pays the run overhead once per batch; each session's checks are still
+        recorded on its own partition (:func:`log_session_checks`)."""
         return {
             "name": table,
             "key_prefix": [self.symbol],
@@ -106,6 +112,7 @@ class Lane:
             "partitions_def": self.partitions_def,
             "dagster_type": contract_type(schema),
             "automation_condition": REFRESH,
+            "backfill_policy": BackfillPolicy.multi_run(SESSIONS_PER_RUN),
             **table_asset(schema, layer),
         }
 
@@ -158,12 +165,17 @@ def combine(outcomes: list[CheckOutcome], days: list[date]) -> CheckOutcome:
 
 
 def emit(
-    days: list[date], results: list[SessionResult], data_version: str | None = None
+    context: AssetExecutionContext,
+    days: list[date],
+    results: list[SessionResult],
+    data_version: str | None = None,
 ) -> Iterator[object]:
     """The output (sessions concatenated) and one result per check of a materialization.
 
     A one-session run keeps the session's metadata and ``data_version``; a batched run reports
-    the session count and, per check, which sessions failed.
+    the session count and, per check, which sessions failed. In a batched run each session's
+    own evaluation is also recorded on its partition (see :func:`log_session_checks`), so the
+    UI, ``fbe summary`` and the automation see every session's check status.
     """
     frames = [r.frame for r in results if len(r.frame)]
     frame = pd.concat(frames, ignore_index=True) if frames else results[0].frame
@@ -175,7 +187,61 @@ def emit(
         yield Output(frame, metadata={"sessions": len(days), "first": first, "last": last})
     for name, (_, warn) in results[0].checks.items():
         outcomes = [r.checks[name][0] for r in results]
+        log_session_checks(context, name, days, outcomes, warn=warn)
         yield check_result(name, combine(outcomes, days), warn=warn)
+
+
+def log_session_checks(
+    context: AssetExecutionContext,
+    name: str,
+    days: list[date],
+    outcomes: list[CheckOutcome],
+    warn: bool = False,
+) -> None:
+    """Record one check's evaluation of every session of a batched run on its own partition.
+
+    Dagster 1.13 records the ``AssetCheckResult`` of a run over a partition range without a
+    partition, which would leave each session's check "planned"; an ``AssetCheckEvaluation``
+    logged with its partition resolves that session's planned row instead. The combined result
+    the caller still yields is what blocks downstream steps inside the run (any failing session
+    stops the whole batch; ``fbe materialize`` then re-runs that batch session by session). A
+    one-session run records nothing here: its ``AssetCheckResult`` carries the partition.
+    """
+    if len(days) < 2:
+        return
+    spec = next(s for s in context.assets_def.check_specs if s.name == name)
+    for day, outcome in zip(days, outcomes, strict=True):
+        context.log_event(
+            AssetCheckEvaluation(
+                asset_key=spec.asset_key,
+                check_name=name,
+                passed=outcome.passed,
+                metadata={k: _meta(v) for k, v in outcome.metadata.items()},
+                target_materialization_data=_latest_materialization(
+                    context, spec.asset_key, day.isoformat()
+                ),
+                severity=AssetCheckSeverity.WARN if warn else AssetCheckSeverity.ERROR,
+                blocking=spec.blocking,
+                partition=day.isoformat(),
+            )
+        )
+
+
+def _latest_materialization(
+    context: AssetExecutionContext, key: AssetKey, partition: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    """The partition's latest materialization (the one the batch just wrote, when it got that
+    far), as Dagster's own ``AssetCheckResult`` targets it: the automation counts a check as
+    passed only while it targets the latest materialization."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return None
+    latest = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp
+    )
 
 
 _CONTRACT_TYPES: dict[str, DagsterType] = {}

@@ -24,6 +24,7 @@ from assets.common import (
     combine,
     emit,
     instrument_of,
+    log_session_checks,
     sessions,
 )
 from assets.partitions import partition_key
@@ -120,6 +121,7 @@ def build_raw_ticks(lane: Lane) -> AssetsDefinition:
         verified = [check_raw_objects(findings[d], symbol, d) for d in days]
         refused = combine(verified, days)
         if not refused.passed:
+            log_session_checks(context, "raw_objects_verified", days, verified)
             yield check_result("raw_objects_verified", refused)
             bad = [(d, f) for d in days for f in findings[d]]
             summary = "; ".join(f"{d} {f.problem}: {f.key}" for d, f in bad[:5])
@@ -151,6 +153,7 @@ def build_raw_ticks(lane: Lane) -> AssetsDefinition:
                 },
             )
 
-        yield from emit(days, [one(d, o) for d, o in zip(days, verified, strict=True)])
+        results = [one(d, o) for d, o in zip(days, verified, strict=True)]
+        yield from emit(context, days, results)
 
     return raw_ticks

@@ -30,6 +30,6 @@ def build_regime_tags(lane: Lane) -> AssetsDefinition:
             out = session_regimes(window, instrument, day)
             return SessionResult(out, {"regimes": out["vol_regime"].value_counts().to_dict()}, {})
 
-        yield from emit(days, [one(d) for d in days])
+        yield from emit(context, days, [one(d) for d in days])
 
     return regime_tags

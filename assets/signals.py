@@ -72,7 +72,7 @@ def build_features(lane: Lane) -> AssetsDefinition:
                 {"features_prefix_invariance": (invariance, False)},
             )
 
-        yield from emit(days, [one(d) for d in days])
+        yield from emit(context, days, [one(d) for d in days])
 
     return features
 
@@ -116,7 +116,7 @@ def build_scores(lane: Lane) -> AssetsDefinition:
                 {"scores_prefix_invariance": (invariance, False)},
             )
 
-        yield from emit(days, [one(d) for d in days])
+        yield from emit(context, days, [one(d) for d in days])
 
     return scores
 
@@ -189,6 +189,6 @@ def build_signals(lane: Lane) -> AssetsDefinition:
                 },
             )
 
-        yield from emit(days, [one(d) for d in days])
+        yield from emit(context, days, [one(d) for d in days])
 
     return signals

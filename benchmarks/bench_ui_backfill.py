@@ -15,7 +15,7 @@ The real sample data set (``$FBE_SAMPLE_DATA``) is loaded into two fresh, tempor
 Both homes must end with the same tables, compared row for row. Prints both wall times and the
 ratio. Run from the repository root with the project's virtualenv (about 3-5 minutes)::
 
-    python benchmarks/bench_ui_backfill.py
+    python benchmarks/bench_ui_backfill.py [--keep]
 
 Exit status: 0 on success, 1 when the backfill fails or the tables differ, 2 without sample data.
 """
@@ -95,9 +95,10 @@ def graphql(port: int, query: str, variables: dict[str, object]) -> dict[str, ob
 def lane_assets(home: Path) -> list[list[str]]:
     """Asset key paths of every lane table of the code location built on ``home``."""
     code = (
-        "import json; from fbe_pipeline.definitions import defs; "
+        "import json; from assets import PIPELINE_TABLES; "
+        "from fbe_pipeline.definitions import defs; "
         "print(json.dumps([k.path for k in defs().resolve_asset_graph().get_all_asset_keys() "
-        "if len(k.path) == 2 and k.path[1] != 'raw_objects']))"
+        "if len(k.path) == 2 and k.path[1] in PIPELINE_TABLES]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env_for(home), cwd=REPO, check=True, capture_output=True
@@ -191,7 +192,10 @@ def main() -> int:
         print(f"tables identical: {same}")
         return 0 if same else 1
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if "--keep" in sys.argv:
+            print(f"homes kept under {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

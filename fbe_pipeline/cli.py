@@ -28,7 +28,7 @@ from fbe_pipeline.market.instruments import (
     load_instruments,
     register_instrument,
 )
-from fbe_pipeline.settings import paths, prepare_dagster_home
+from fbe_pipeline.settings import SESSIONS_PER_RUN, paths, prepare_dagster_home
 from fbe_pipeline.storage.store import LocalRawStore, RawStore, RawStoreError
 
 app = typer.Typer(add_completion=False, help="FBE, the False Breakout Engine.")
@@ -229,6 +229,12 @@ def materialize(
     symbol: Annotated[list[str] | None, typer.Option(help="limit to these symbols")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="first trading date")] = None,
     to: Annotated[str | None, typer.Option(help="last trading date")] = None,
+    batch: Annotated[
+        int,
+        typer.Option(
+            min=1, help="most consecutive sessions of one symbol per run (1: one per run)"
+        ),
+    ] = SESSIONS_PER_RUN,
 ) -> None:
     """Materialize every partition that has raw data, in date order, through Dagster."""
     from fbe_pipeline.definitions import NothingToMaterializeError, materialize_partitions
@@ -254,7 +260,7 @@ def materialize(
     prepare_dagster_home()
     try:
         failures = materialize_partitions(
-            store, symbols=symbol, start=start, end=end, console=console
+            store, symbols=symbol, start=start, end=end, console=console, batch=batch
         )
     except NothingToMaterializeError as exc:
         err.print(f"[red]{exc}[/red]")
@@ -356,7 +362,7 @@ def integrity() -> None:
 def demo() -> None:
     """Load the sample data, materialize everything and print the summary."""
     load_sample()
-    materialize(symbol=None, from_=None, to=None)
+    materialize(symbol=None, from_=None, to=None, batch=SESSIONS_PER_RUN)
     summary()
 
 

@@ -31,7 +31,7 @@ from assets.partitions import partition_key
 from assets.walk_forward import build_walk_forward
 from fbe_pipeline.live.tail import landing_days
 from fbe_pipeline.market.instruments import load_instruments
-from fbe_pipeline.settings import paths
+from fbe_pipeline.settings import SESSIONS_PER_RUN, paths
 from fbe_pipeline.storage.store import RawStore
 from resources.duckdb_io import FbeDuckDBIOManager
 from resources.fbe import raw_store_from_env, scoring_from_env
@@ -154,15 +154,25 @@ def materialize_partitions(
     start: date | None = None,
     end: date | None = None,
     console: Console | None = None,
+    batch: int = SESSIONS_PER_RUN,
 ) -> int:
     """Run each instrument's pipeline job for every session with raw ticks, in date order.
 
-    Each session is one run on the Dagster instance in ``DAGSTER_HOME`` (so runs, asset
-    materializations and check results show in the UI). Date order guarantees the earlier
-    sessions that look-backs read are already materialized. Days with ticks but no session in
-    the instrument's calendar are skipped with a message. Sessions materialized before stay in
-    scope even when their raw objects vanished from the manifest: they fail loudly instead of
-    leaving the old results unchallenged.
+    Consecutive sessions of one instrument run together, up to ``batch`` per run (a run over a
+    partition range, as a UI backfill with the assets' backfill policy launches it), so the
+    run overhead is paid once per batch; each session still gets its own materializations and
+    check results on its partition. When a batched run fails (a blocking check failed or raw
+    data was refused in one of its sessions), its sessions are run again one per run, so the
+    sessions that pass are materialized exactly as in one-session runs and the failing ones
+    are named. Runs go to the instance in ``DAGSTER_HOME`` (the UI shows them). Days with ticks
+    but no session in the instrument's calendar are skipped with a message. Sessions
+    materialized before stay in scope even when their raw objects vanished from the manifest:
+    they fail loudly instead of leaving the old results unchallenged.
+
+    Parameters
+    ----------
+    batch : int
+        Most sessions per run (>= 1; 1 runs every session on its own).
 
     Returns
     -------
@@ -173,7 +183,11 @@ def materialize_partitions(
     ------
     NothingToMaterializeError
         When no session with raw ticks matches the symbols and dates.
+    ValueError
+        When ``batch`` < 1.
     """
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1 session per run, got {batch}")
     instance = dagster_instance()
     known = known_partitions(store, instance)
     lanes = {lane.symbol: lane for lane in build_lanes(known)}
@@ -191,18 +205,23 @@ def materialize_partitions(
             f"from {start or 'the first'} to {end or 'the last'} trading date"
         )
     out = console or Console()
-    failures = 0
-    runnable = []
+    runnable: dict[str, list[date]] = {}
     for day, sym in parts:
         if sym not in lanes:
             out.print(f"skipped {sym} {day}: {sym} is not a configured instrument")
         elif lanes[sym].partitions_def.has_partition_key(partition_key(day)):
-            runnable.append((day, sym))
+            runnable.setdefault(sym, []).append(day)
         else:
             # Ticks stored on a day without a session (e.g. a holiday's pre-market prints)
             # have no bars to build; say so instead of failing a run.
             out.print(f"skipped {sym} {day}: no {sym} session that day")
+    batches = sorted(
+        (days[0], sym, days)
+        for sym, wanted in runnable.items()
+        for days in session_batches(lanes[sym].partitions_def.get_partition_keys(), wanted, batch)
+    )
     jobs = {sym: definitions.resolve_job_def(pipeline_job_name(sym)) for sym in lanes}
+    failures = 0
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -210,22 +229,74 @@ def materialize_partitions(
         TimeElapsedColumn(),
         console=out,
     ) as progress:
-        task = progress.add_task("materializing", total=len(runnable))
-        for day, sym in runnable:
-            progress.update(task, description=f"{sym} {day}")
-            result = jobs[sym].execute_in_process(
-                partition_key=partition_key(day),
+        task = progress.add_task("materializing", total=sum(len(d) for _, _, d in batches))
+
+        def run(sym: str, days: list[date]) -> ExecuteInProcessResult:
+            first, last = partition_key(days[0]), partition_key(days[-1])
+            progress.update(task, description=f"{sym} {first}" + (f"..{last}" if days[1:] else ""))
+            ranged = {
+                "dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last,
+            }
+            return jobs[sym].execute_in_process(
+                partition_key=None if days[1:] else first,
+                tags=ranged if days[1:] else None,
                 instance=instance,
                 raise_on_error=False,
                 run_config=_QUIET,
             )
-            if not result.success:
-                failures += 1
+
+        for _, sym, days in batches:
+            result = run(sym, days)
+            outcomes = [(days[0], result)]
+            if not result.success and days[1:]:
                 progress.console.print(
-                    f"[red]run failed: {sym} {day} ({result.run_id}): {_failure(result)}[/red]"
+                    f"[yellow]run of {sym} {days[0]}..{days[-1]} failed ({_failure(result)}); "
+                    "running its sessions one by one[/yellow]"
                 )
-            progress.advance(task)
+                outcomes = [(day, run(sym, [day])) for day in days]
+            for day, single in outcomes:
+                if not single.success:
+                    failures += 1
+                    progress.console.print(
+                        f"[red]run failed: {sym} {day} ({single.run_id}): {_failure(single)}[/red]"
+                    )
+            progress.advance(task, len(days))
     return failures
+
+
+def session_batches(keys: list[str], days: list[date], size: int) -> list[list[date]]:
+    """Split ``days`` into runs of at most ``size`` consecutive sessions.
+
+    Parameters
+    ----------
+    keys : list of str
+        Every partition key of the lane, in session order (``YYYY-MM-DD``).
+    days : list of date
+        The sessions to materialize (a subset of ``keys``).
+    size : int
+        Most sessions per batch.
+
+    Returns
+    -------
+    list of list of date
+        In session order; a batch never spans a session missing from ``days``, because a
+        ranged run materializes every partition between its ends.
+    """
+    position = {key: i for i, key in enumerate(keys)}
+    batches: list[list[date]] = []
+    for day in sorted(days, key=lambda d: position[partition_key(d)]):
+        at = position[partition_key(day)]
+        previous = batches[-1][-1] if batches else None
+        if (
+            previous is not None
+            and position[partition_key(previous)] == at - 1
+            and len(batches[-1]) < size
+        ):
+            batches[-1].append(day)
+        else:
+            batches.append([day])
+    return batches
 
 
 def _failure(result: ExecuteInProcessResult) -> str:

@@ -14,6 +14,11 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Most consecutive sessions of one instrument per pipeline run (`fbe materialize`, and a UI
+# backfill through the assets' backfill policy): the run overhead is paid once per batch, while
+# a batch's inputs (a session of ticks is up to ~0.5 M rows) stay well inside memory.
+SESSIONS_PER_RUN = 10
+
 
 @dataclass(frozen=True)
 class Paths:

@@ -204,8 +204,9 @@ def test_a_batched_run_writes_the_same_tables_as_one_run_per_session(
     batched = Definitions(
         assets=PIPELINE_ASSETS, jobs=[job], resources=_resources(home, "b.duckdb")
     )
+    instance = DagsterInstance.ephemeral()
     result = batched.resolve_job_def("batched").execute_in_process(
-        instance=DagsterInstance.ephemeral(),
+        instance=instance,
         tags={
             "dagster/asset_partition_range_start": partition_key(D1),
             "dagster/asset_partition_range_end": partition_key(D2),
@@ -213,6 +214,22 @@ def test_a_batched_run_writes_the_same_tables_as_one_run_per_session(
     )
     assert result.success
     assert {e.check_name for e in result.get_asset_check_evaluations() if not e.passed} == set()
+    # Each session keeps its own check status, the same as when it ran alone.
+    alone = {
+        (e.asset_check_key, e.partition): "SUCCEEDED" if e.passed else "FAILED"
+        for r in materialized[1]
+        for e in r.get_asset_check_evaluations()  # type: ignore[attr-defined]
+    }
+    assert {p for _, p in alone} == {partition_key(D1), partition_key(D2)}
+    infos = instance.event_log_storage.get_asset_check_partition_info(
+        sorted({k for k, _ in alone}, key=str)
+    )
+    together = {
+        (i.check_key, i.partition_key): i.latest_execution_status.value
+        for i in infos
+        if i.partition_key is not None
+    }
+    assert together == alone
     tables = ["raw_ticks", "bars_1m", "features", "scores", "signals", "regime_tags"]
     tables += ["backtest_trades", "backtest_summary"]
     for table in tables:

@@ -225,3 +225,21 @@ def test_detection_never_imports_the_execution_gateway() -> None:
     ]
     assert offenders == []
     assert re.search(r"fbe_pipeline\.execution", root.joinpath("sensors", "paper.py").read_text())
+
+
+def test_session_batches_split_at_missing_sessions_and_at_the_size() -> None:
+    from fbe_pipeline.definitions import session_batches
+
+    lane = make_lane(get_instrument("SPY"), date(2013, 10, 1), date(2013, 10, 31))
+    keys = lane.partitions_def.get_partition_keys()
+    days = [date(2013, 10, d) for d in (1, 2, 3, 4, 7, 9, 10, 11, 14, 15, 16, 17)]
+    batches = session_batches(keys, days, 3)
+    assert [[d.day for d in b] for b in batches] == [
+        [1, 2, 3],
+        [4, 7],  # Friday then Monday: consecutive sessions; 8 is missing from `days`
+        [9, 10, 11],
+        [14, 15, 16],
+        [17],
+    ]
+    assert session_batches(keys, days[:2], 1) == [[days[0]], [days[1]]]
+    assert session_batches(keys, [], 10) == []
