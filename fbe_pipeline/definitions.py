@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
 
@@ -265,7 +265,7 @@ def materialize_partitions(
     return failures
 
 
-def session_batches(keys: list[str], days: list[date], size: int) -> list[list[date]]:
+def session_batches(keys: Sequence[str], days: list[date], size: int) -> list[list[date]]:
     """Split ``days`` into runs of at most ``size`` consecutive sessions.
 
     Parameters
