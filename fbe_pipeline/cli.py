@@ -272,8 +272,8 @@ def materialize(
 
 @app.command()
 def summary() -> None:
-    """Print ticks, bars, features, pokes, signals, trades, PnL and failed checks per symbol
-    and day."""
+    """Print ticks, bars, features, pokes, signals, trades, PnL (in R, bps and price units)
+    and failed checks per symbol and day."""
     from fbe_pipeline.definitions import failed_checks
     from fbe_pipeline.storage.warehouse import partition_summary
 
@@ -293,15 +293,18 @@ def summary() -> None:
         raise typer.Exit(1)
     table = Table(title=f"FBE summary ({paths().duckdb})")
     columns = ("symbol", "date", "ticks", "bars", "features", "pokes", "signals", "trades")
-    for col in (*columns, "pnl", "failed checks"):
+    # PnL in R and bps survives any price level (a pair at 0.0014 would show -0.0001 in
+    # price units); the price-currency sum stays for reference, to 4 significant digits.
+    for col in (*columns, "PnL (R)", "PnL (bps)", "PnL (price)", "failed checks"):
         table.add_column(
             col, justify="left" if col in ("symbol", "date", "failed checks") else "right"
         )
     for r in rows:
         counts = (
-            [f"{r[c]:,}" for c in columns[2:]] + [f"{r['pnl']:.4f}"]
+            [f"{r[c]:,}" for c in columns[2:]]
+            + [f"{r['pnl_r']:+.2f}", f"{r['pnl_bps']:+,.1f}", f"{r['pnl']:+.4g}"]
             if r["ticks"] is not None
-            else ["-"] * (len(columns) - 1)
+            else ["-"] * (len(columns) + 1)
         )
         table.add_row(
             str(r["symbol"]),

@@ -28,6 +28,12 @@ from assets import Lane, lane_assets, lane_sources, make_lane
 from assets.integrity import integrity_job, raw_integrity
 from assets.live import build_live_session
 from assets.partitions import partition_key
+from assets.reviews import (
+    build_daily_review,
+    build_review_schedules,
+    build_weekly_review,
+    lane_checks,
+)
 from assets.walk_forward import build_walk_forward
 from fbe_pipeline.live.tail import landing_days
 from fbe_pipeline.market.instruments import load_instruments
@@ -86,11 +92,15 @@ def build_definitions(lanes: list[Lane] | None = None) -> Definitions:
     jobs = [build_pipeline_job(lane) for lane in lanes]
     assets: list[AssetsDefinition | SourceAsset | AssetSpec] = [raw_integrity, monitors_asset]
     for lane in lanes:
+        tables = lane_assets(lane)
+        checks = lane_checks(tables)
         assets += [
             *lane_sources(lane),
-            *lane_assets(lane),
+            *tables,
             build_live_session(lane),
             build_walk_forward(lane),
+            build_daily_review(lane, checks),
+            build_weekly_review(lane, checks),
         ]
     return Definitions(
         assets=assets,
@@ -101,7 +111,10 @@ def build_definitions(lanes: list[Lane] | None = None) -> Definitions:
             monitors_sensor,
             build_feed_status_sensor({lane.symbol: lane.partitions_def for lane in lanes}),
         ],
-        schedules=[integrity_schedule],
+        schedules=[
+            integrity_schedule,
+            *(s for lane in lanes for s in build_review_schedules(lane)),
+        ],
         # One process per run: a session's steps are small, and a subprocess per step cost
         # more than the steps themselves (UI-launched runs took 34-48 s for 12 s of work).
         executor=in_process_executor,

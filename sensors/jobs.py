@@ -17,8 +17,11 @@ def build_pipeline_job(lane: Lane) -> UnresolvedAssetJobDefinition:
     """The job materializing one instrument's lane (every asset, one session per run)."""
     return define_asset_job(
         pipeline_job_name(lane.symbol),
-        # Not the raw store (a source) nor the walk-forward (all sessions at once, on demand).
+        # Not the raw store (a source), the walk-forward (all sessions at once, on demand) nor
+        # the weekly review (weekly partitions, its own schedule); the daily review is in.
         selection=AssetSelection.groups(lane.symbol)
-        - AssetSelection.keys(lane.key("raw_objects"), lane.key("walk_forward")),
+        - AssetSelection.keys(
+            lane.key("raw_objects"), lane.key("walk_forward"), lane.key("weekly_review")
+        ),
         description=f"Raw ticks to backtest summary for {lane.symbol}, one session per run.",
     )

@@ -27,8 +27,6 @@ from dagster import (
     multi_asset_check,
     sensor,
 )
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from assets.common import OWNERS
 from fbe_pipeline.governance import monitors as mon
@@ -36,7 +34,7 @@ from fbe_pipeline.governance.alerts import ERROR, channels_from_env, enqueue_ale
 from fbe_pipeline.governance.runtime import config_store, split, thresholds
 from fbe_pipeline.live.signal_store import LiveSignalStore, signals_path
 from fbe_pipeline.market.instruments import load_instruments
-from fbe_pipeline.ops import models as m
+from fbe_pipeline.ops.fills import entry_fills
 from fbe_pipeline.settings import paths
 from fbe_pipeline.storage.warehouse import batch_signals
 
@@ -121,20 +119,7 @@ def evaluate(
         drift = _recent_drift(home, instrument.symbol, levels.drift_ticks)
         if drift:
             results.append(mon.clock_drift(drift, instrument.symbol, levels))
-    with Session(store.engine) as s:
-        rows = s.execute(
-            select(
-                m.Order.automation,
-                m.Fill.ts_ns,
-                m.Fill.realized_slippage,
-                m.Fill.estimated_slippage,
-            )
-            .join(m.Order, m.Order.order_id == m.Fill.order_id)
-            .where(m.Fill.kind == "entry")
-        ).all()
-    fills = pd.DataFrame(
-        rows, columns=["automation", "ts_ns", "realized_slippage", "estimated_slippage"]
-    )
+    fills = entry_fills(store.engine)
     for automation, group in fills.groupby("automation"):
         results.append(
             mon.slippage_ratio(

@@ -188,10 +188,13 @@ def test_partition_summary_counts_each_table(materialized: tuple[Path, list[obje
     assert 0 < day["pokes"] < 390
     assert day["signals"] >= day["trades"] > 0
     with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
-        pnl = con.execute(
-            "select sum(pnl) from backtest_trades where trading_date = '2013-10-08'"
-        ).fetchone()[0]
+        pnl, r, bps = con.execute(
+            "select sum(pnl), sum(r_multiple), sum(return_bps) from backtest_trades "
+            "where trading_date = '2013-10-08'"
+        ).fetchone()
     assert day["pnl"] == pytest.approx(pnl)
+    assert (day["pnl_r"], day["pnl_bps"]) == (pytest.approx(r), pytest.approx(bps))
+    assert day["pnl_r"] != day["pnl"]
 
 
 def test_a_batched_run_writes_the_same_tables_as_one_run_per_session(

@@ -12,6 +12,7 @@ import pytest
 from dagster import AssetKey, Definitions, PartitionMapping, TimeWindowPartitionMapping
 
 from assets import PIPELINE_TABLES, Lane, lane_assets, make_lane
+from assets.reviews import build_daily_review, lane_checks
 from fbe_pipeline.definitions import build_definitions
 from fbe_pipeline.market.instruments import get_instrument
 from tests.realdata import sample_lanes
@@ -49,7 +50,8 @@ def later_partition_violations(
 
 def _deps(lane: Lane) -> list[tuple[AssetKey, AssetKey, PartitionMapping | None]]:
     deps = []
-    for asset_def in lane_assets(lane):
+    tables = lane_assets(lane)
+    for asset_def in [*tables, build_daily_review(lane, lane_checks(tables))]:
         for upstream in asset_def.dependency_keys:
             deps.append((asset_def.key, upstream, asset_def.get_partition_mapping(upstream)))
     return deps
@@ -59,12 +61,20 @@ def test_definitions_load_with_a_lane_of_assets_per_instrument() -> None:
     graph = defs.resolve_asset_graph()
     names = {k.to_user_string() for k in graph.get_all_asset_keys()}
     tables = (*PIPELINE_TABLES, "raw_objects", "live_session", "walk_forward")
+    tables += ("daily_review", "weekly_review")
     expected = {f"{lane.symbol}/{t}" for lane in LANES for t in tables}
     assert names == expected | {"raw_integrity", "monitors"}
     assert defs.resolve_job_def("fbe_pipeline_SPY") is not None
     assert defs.resolve_job_def("raw_integrity_job") is not None
     schedule = defs.resolve_schedule_def("raw_integrity_hourly")
     assert schedule.cron_schedule == "0 * * * *"
+    # Each lane's reviews: the daily one at its calendar's close, the weekly one after a week.
+    for lane in LANES:
+        assert defs.resolve_schedule_def(f"{lane.symbol}_daily_review") is not None
+        assert defs.resolve_schedule_def(f"{lane.symbol}_weekly_review") is not None
+    pipeline = defs.resolve_job_def("fbe_pipeline_SPY")
+    keys = {k.path[-1] for k in pipeline.asset_layer.executable_asset_keys}
+    assert "daily_review" in keys and "weekly_review" not in keys
 
 
 def test_partitions_are_the_instruments_sessions() -> None:
@@ -156,6 +166,9 @@ def test_every_table_asset_carries_kinds_owner_and_its_contract_columns() -> Non
     graph = defs.resolve_asset_graph()
     for node in graph.asset_nodes:
         name = node.key.path[-1]
+        if name in ("daily_review", "weekly_review"):  # pages under $FBE_HOME/reports
+            assert node.kinds >= {"html"} and node.owners == ["team:fbe-quant-data"], name
+            continue
         if name in ("raw_objects", "live_session", "monitors", "walk_forward"):  # not tables:
             continue  # the raw store, live reports, the monitors' checks, a metadata report
         assert node.kinds >= {"pandas", "duckdb"}, name
@@ -214,12 +227,13 @@ def test_detection_never_imports_the_execution_gateway() -> None:
         *root.joinpath("resources").rglob("*.py"),
         *root.joinpath("sensors").rglob("*.py"),
     ]
-    # The execution code location and its broker resource, and the CLI that starts both.
+    # The execution code location and its broker resource, and the CLI that starts both; the
+    # operator console acts through the gateway like the CLI (`fbe` scrubs the credentials).
     outside = {"cli.py", "execution_definitions.py", "broker.py", "paper.py"}
     offenders = [
         str(p.relative_to(root))
         for p in detection
-        if "execution" not in p.relative_to(root).parts
+        if not {"execution", "console"} & set(p.relative_to(root).parts)
         and p.name not in outside
         and re.search(r"^\s*(from|import)\s+fbe_pipeline\.execution", p.read_text(), re.M)
     ]

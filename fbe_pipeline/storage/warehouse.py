@@ -22,10 +22,11 @@ with t as (select symbol, trading_date, count(*) n from raw_ticks group by all),
      f as (select symbol, trading_date, count(*) n, count(*) filter (poke <> 'none') pokes
            from features group by all),
      s as (select symbol, trading_date, count(*) n from signals group by all),
-     x as (select symbol, trading_date, count(*) n, sum(pnl) pnl from backtest_trades group by all)
+     x as (select symbol, trading_date, count(*) n, sum(pnl) pnl, sum(r_multiple) r,
+                  sum(return_bps) bps from backtest_trades group by all)
 select b.symbol, strftime(b.trading_date, '%Y-%m-%d') as day,
        coalesce(t.n, 0), b.n, coalesce(f.n, 0), coalesce(f.pokes, 0), coalesce(s.n, 0),
-       coalesce(x.n, 0), coalesce(x.pnl, 0.0)
+       coalesce(x.n, 0), coalesce(x.pnl, 0.0), coalesce(x.r, 0.0), coalesce(x.bps, 0.0)
 from b
 left join t using (symbol, trading_date)
 left join f using (symbol, trading_date)
@@ -79,8 +80,9 @@ def table_names(db: Path | None = None) -> set[str]:
 
 def partition_summary(db: Path | None = None) -> list[dict[str, object]]:
     """Per symbol and trading day: ``ticks``, ``bars``, ``features`` (feature rows), ``pokes``
-    (bars poking out of their range), ``signals``, ``trades`` and ``pnl`` (sum of backtest
-    trade PnL, price currency per unit). Empty before the first run."""
+    (bars poking out of their range), ``signals``, ``trades``, ``pnl`` (sum of backtest
+    trade PnL, price currency per unit), ``pnl_r`` (sum of R multiples) and ``pnl_bps`` (sum
+    of trade returns, bps of entry). Empty before the first run."""
     db = db or paths().duckdb
     needed = {"raw_ticks", "bars_1m", "features", "signals", "backtest_trades"}
     if not needed <= table_names(db):
@@ -98,6 +100,8 @@ def partition_summary(db: Path | None = None) -> list[dict[str, object]]:
             "signals": r[6],
             "trades": r[7],
             "pnl": float(r[8]),
+            "pnl_r": float(r[9]),
+            "pnl_bps": float(r[10]),
         }
         for r in rows
     ]
