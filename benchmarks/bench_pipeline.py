@@ -26,7 +26,8 @@ job wall time), ``prepare_raw_ticks``,
 ``session_bars``, ``session_features`` (warm-up window from the previous sessions' bars kept in
 memory), ``session_scores``, ``session_signals``, ``session_regimes`` (features of the look-back
 window in memory), ``session_backtest`` and ``session_summary`` (trades of the look-back window
-in memory), plus every in-asset check (:mod:`fbe_pipeline.quality.checks`,
+in memory), the daily review (figures, Markdown, five charts and the HTML page), plus every
+in-asset check (:mod:`fbe_pipeline.quality.checks`,
 :func:`fbe_pipeline.quality.expectations.validate`, the vendor-bar match with its store read, the
 prefix-invariance re-computations) and ``data_version``/``trade_metrics`` for the metadata. A
 failing blocking check skips the partition's downstream steps, as in a Dagster run.
@@ -134,10 +135,19 @@ def compute_all(
     )
     from fbe_pipeline.quality import checks, schemas
     from fbe_pipeline.quality.expectations import validate
+    from fbe_pipeline.reports.review import (
+        ReviewFrames,
+        build_review,
+        render_review,
+        to_markdown,
+    )
     from fbe_pipeline.research.backtest import trade_metrics
     from fbe_pipeline.research.config import ScoringConfig
+    from fbe_pipeline.settings import paths
     from fbe_pipeline.storage.integrity import verify_partition
 
+    # The direct path's review pages go beside FBE_HOME's, never over them.
+    report_dir = paths().home / "bench-reports"
     config = ScoringConfig.from_dict(json.loads(os.environ.get("FBE_SCORING_CONFIG") or "{}"))
     memory: dict[str, dict[str, dict[date, Any]]] = defaultdict(lambda: defaultdict(dict))
     outcome = {"partitions": 0, "blocked": 0, "warn_failed": 0}
@@ -287,6 +297,19 @@ def compute_all(
                 window(mem["trades"], day, SUMMARY_SESSIONS), symbol, day, config, version
             )
         typed(schemas.BACKTEST_SUMMARY, summary)
+
+        with watch("daily_review"):
+            frames = ReviewFrames(
+                bars=bars,
+                scores=scores,
+                signals=signals,
+                trades=trades,
+                regimes=regimes,
+                drift_ms=ticks["drift_ms"],
+            )
+            review = build_review("daily", instrument, day, day, 1, frames)
+            to_markdown(review)
+            render_review(review, frames, instrument, report_dir / f"{symbol}-{day}.html")
         produced[(symbol, day.isoformat())] = (
             len(ticks),
             len(bars),
