@@ -807,6 +807,25 @@ def positions(
     _rows(positions_frame(_gateway().engine), fmt, "positions")
 
 
+@app.command("console")
+def console_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
+) -> None:
+    """The operator console (web): live signals and approvals, automations, config, reports,
+    health, security; every action audited. Sign in with `fbe user add` credentials.
+    FBE_CONSOLE_SECRET signs the session cookie (default: $FBE_HOME/console_secret, 0600);
+    FBE_CONSOLE_SECURE_COOKIE=1 marks it Secure (behind TLS); FBE_DAGSTER_UI_URL is the
+    Dagster UI link. Exit 2 on a malformed config seed."""
+    from fbe_pipeline.console.server import serve
+
+    try:
+        serve(host, port, paths().home)
+    except ValueError as exc:
+        err.print(f"[red]bad configuration:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
 @app.command()
 def feed(
     venue: Annotated[str, typer.Argument(help="binance or alpaca")],

@@ -70,14 +70,24 @@ def sample_data_dir() -> Path:
 
 
 def prepare_dagster_home() -> Path:
-    """Create the Dagster instance directory with the repository's ``dagster.yaml``.
+    """Create the Dagster instance directory with the repository's ``dagster.yaml``, or with
+    the instance file named by ``FBE_DAGSTER_YAML`` (a path, relative to the repository root
+    unless absolute; e.g. ``dagster.postgres.yaml`` for PostgreSQL storage).
 
     Sets ``DAGSTER_HOME`` in this process's environment so that Dagster code started from here
     (``materialize``, ``dagster dev``) uses the same instance. Returns the directory.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``FBE_DAGSTER_YAML`` names a file that does not exist.
     """
     home = paths().dagster_home
     home.mkdir(parents=True, exist_ok=True)
-    template = REPO_ROOT / "dagster.yaml"
+    chosen = os.environ.get("FBE_DAGSTER_YAML")
+    template = REPO_ROOT / (chosen or "dagster.yaml")
+    if chosen and not template.is_file():
+        raise FileNotFoundError(f"FBE_DAGSTER_YAML={chosen}: no such instance file ({template})")
     target = home / "dagster.yaml"
     if template.exists() and (not target.exists() or target.read_bytes() != template.read_bytes()):
         shutil.copyfile(template, target)
