@@ -119,26 +119,32 @@ def _instrument(
 
 
 def _steps_from_files(
-    fmt: str, files: list[Path], tick_size: float | None, lot_size: float | None
+    fmt: str,
+    files: list[Path],
+    tick_size: float | None,
+    lot_size: float | None,
+    reader: Callable[[str, Path, Instrument], dict[str, pd.DataFrame]],
 ) -> Callable[[Instrument], tuple[float, float]]:
     """Tick and lot sizes of a new instrument: the given ones, else inferred from the prices
-    and sizes in ``files`` (trades, or quotes' bid and ask)."""
+    and sizes in ``files`` (trades, quotes' bid and ask, or candles' OHLC: candles carry no
+    trade sizes, so their lot size must be given)."""
 
     def steps(provisional: Instrument) -> tuple[float, float]:
         if tick_size is not None and lot_size is not None:
             return tick_size, lot_size
-        from fbe_pipeline.market.ingest import read_source
         from fbe_pipeline.market.tick_size import infer_lot_size, infer_tick_size
 
         prices, sizes = [], []
         for path in files:
-            for kind, frame in read_source(fmt, path, provisional).items():
+            for kind, frame in reader(fmt, path, provisional).items():
                 if kind == "ticks":
                     prices.append(frame["price"].to_numpy())
                     sizes.append(frame["size"].to_numpy())
                 elif kind == "quotes":
                     prices += [frame["bid_px"].to_numpy(), frame["ask_px"].to_numpy()]
                     sizes += [frame["bid_sz"].to_numpy(), frame["ask_sz"].to_numpy()]
+                elif kind == "candles":
+                    prices += [frame[c].to_numpy() for c in ("open", "high", "low", "close")]
         empty = np.array([], dtype=np.float64)
         if tick_size is None:
             tick = infer_tick_size(np.concatenate(prices) if prices else empty)
@@ -169,18 +175,36 @@ def load(
         str | None,
         typer.Option(help="quote currency of a new instrument (default: the calendar's)"),
     ] = None,
+    naive_tz: Annotated[
+        str,
+        typer.Option(
+            help="candles (bars-csv, bars-parquet): zone of times without one, 'local' (the "
+            "instrument's) or 'utc'"
+        ),
+    ] = "local",
+    label: Annotated[
+        str,
+        typer.Option(help="candles: each bar is labelled by its 'open' or its 'close' time"),
+    ] = "open",
 ) -> None:
     """Load vendor files into the immutable raw store (idempotent).
 
     A new SYMBOL needs --calendar; its tick and lot sizes are inferred from the files' prices
     and sizes unless given, and its currency is the calendar's unless given (exit 2 when they
-    cannot be inferred).
+    cannot be inferred). Vendor 1-minute candles (bars-csv, bars-parquet: one timestamp column,
+    or date and time columns; volume and open interest optional) are stored as ``candles``.
     """
+    from functools import partial
+
+    from fbe_pipeline.market.ingest import read_source
+    from fbe_pipeline.market.sources.candles import CandleLayout
+
     if fmt not in FORMATS:
         err.print(f"[red]unknown format {fmt!r}[/red]; expected one of {', '.join(FORMATS)}")
         raise typer.Exit(2)
     try:
-        steps = _steps_from_files(fmt, files, tick_size, lot_size)
+        reader = partial(read_source, layout=CandleLayout(naive_tz=naive_tz, label=label))
+        steps = _steps_from_files(fmt, files, tick_size, lot_size, reader)
         instrument = _instrument(symbol, calendar, steps, currency)
     except (InstrumentError, ValueError, FileNotFoundError) as exc:
         err.print(f"[red]{exc}[/red]")
@@ -189,7 +213,7 @@ def load(
     failed = 0
     for path in files:
         try:
-            report = load_file(store, fmt, path, instrument)
+            report = load_file(store, fmt, path, instrument, reader=reader)
         except (ValueError, FileNotFoundError, RawStoreError) as exc:
             failed += 1
             # Reader messages start with the file name; show the full path once instead.
@@ -255,7 +279,16 @@ def materialize(
         raise typer.Exit(2) from exc
     store = _store()
     if not store.partitions("ticks"):
-        err.print("no raw ticks in the store: load data first (`fbe load` or `fbe load-sample`)")
+        candles = store.partitions("candles")
+        err.print(
+            "no raw ticks in the store: load data first (`fbe load` or `fbe load-sample`)"
+            + (
+                f"; the {len(candles)} sessions of 1-minute candles stored are kept, but the "
+                "pipeline does not build sessions from candles alone yet"
+                if candles
+                else ""
+            )
+        )
         raise typer.Exit(1)
     prepare_dagster_home()
     try:

@@ -240,3 +240,51 @@ def test_materialize_with_an_empty_store_exits_1_with_a_hint(
     result = runner.invoke(app, ["materialize"])
     assert result.exit_code == 1
     assert _flat("no raw ticks in the store: load data first") in _flat(result.output)
+
+
+def test_load_vendor_candles_stores_them_write_once(
+    runner: CliRunner, fbe_home: Path, tmp_path: Path, sample_data: Path
+) -> None:
+    from datetime import date
+
+    import pandas as pd
+
+    from fbe_pipeline.market.sources.lean import read_lean_minute_bars
+
+    real = read_lean_minute_bars(
+        sample_data / "lean/spy/minute/20131007_trade.zip", "SPY", "America/New_York", 10_000.0
+    )
+    local = pd.to_datetime(real["ts"], utc=True).dt.tz_convert("America/New_York")
+    # A broker's export: separate date and time columns, naive local time, close-labelled.
+    vendor = pd.DataFrame(
+        {
+            "Date": (local + pd.Timedelta(minutes=1)).dt.strftime("%Y%m%d"),
+            "Time": (local + pd.Timedelta(minutes=1)).dt.strftime("%H:%M"),
+            "Open": real["open"],
+            "High": real["high"],
+            "Low": real["low"],
+            "Close": real["close"],
+            "Volume": real["volume"],
+        }
+    )
+    path = tmp_path / "spy_1min.csv"
+    vendor.to_csv(path, index=False)
+
+    args = ["load", "bars-csv", str(path), "--symbol", "SPY", "--label", "close"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert f"{len(real)}rows,1newobjects" in _flat(first.output)
+    store = LocalRawStore(fbe_home / "raw")
+    assert store.partitions("candles") == [("SPY", date(2013, 10, 7))]
+    stored = store.read_partition("candles", "SPY", date(2013, 10, 7))
+    assert stored is not None
+    assert stored["ts"].tolist() == real["ts"].tolist()
+    assert stored["close"].tolist() == real["close"].tolist()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "1alreadystored" in _flat(again.output)
+
+    bad = runner.invoke(app, [*args[:-1], "middle"])
+    assert bad.exit_code == 2 and "label" in bad.output
+    nothing = runner.invoke(app, ["materialize"])
+    assert nothing.exit_code == 1
+    assert "1sessionsof1-minutecandlesstoredarekept" in _flat(nothing.output)

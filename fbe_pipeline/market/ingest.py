@@ -20,6 +20,7 @@ import pandas as pd
 
 from fbe_pipeline.market.instruments import Instrument
 from fbe_pipeline.market.sessions import assign_trading_dates
+from fbe_pipeline.market.sources.candles import CANDLE_FORMATS, CandleLayout, read_candles
 from fbe_pipeline.market.sources.checks import check_timestamps
 from fbe_pipeline.storage.store import RawStore, frame_to_parquet, object_key, sha256_file
 
@@ -34,7 +35,11 @@ FORMATS = (
     "databento-mbo",
     "csv",
     "parquet",
+    "bars-csv",
+    "bars-parquet",
 )
+# Kinds of 1-minute bars (labelled by open time ``ts``) rather than events.
+BAR_KINDS = ("refbars", "candles")
 EQUITY_CALENDARS = frozenset({"XNYS", "XNAS", "XASE", "ARCX", "BATS", "IEXG"})
 
 
@@ -67,14 +72,20 @@ def _lean_params(instrument: Instrument) -> tuple[str, float]:
     return "UTC", 1.0
 
 
-def read_source(fmt: str, path: Path, instrument: Instrument) -> dict[str, pd.DataFrame]:
+def read_source(
+    fmt: str, path: Path, instrument: Instrument, layout: CandleLayout | None = None
+) -> dict[str, pd.DataFrame]:
     """Read one vendor file into raw frames keyed by store kind.
+
+    ``layout`` tells how vendor 1-minute candles (``bars-csv``, ``bars-parquet``) label and
+    zone their times (default: bar open, naive times in the instrument's zone).
 
     Returns
     -------
     dict[str, pandas.DataFrame]
         Some of ``ticks``, ``books``, ``quotes``, ``refbars`` with the layouts of
-        :mod:`fbe_pipeline.market.frames`.
+        :mod:`fbe_pipeline.market.frames`, or ``candles``
+        (:data:`fbe_pipeline.market.sources.candles.CANDLE_COLUMNS`).
 
     Raises
     ------
@@ -111,13 +122,15 @@ def read_source(fmt: str, path: Path, instrument: Instrument) -> dict[str, pd.Da
         from fbe_pipeline.market.sources.generic import read_generic_trades
 
         return {"ticks": read_generic_trades(path, symbol, fmt)}
+    if fmt in CANDLE_FORMATS:
+        return {"candles": read_candles(path, fmt, symbol, instrument.tz, layout or CandleLayout())}
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
 def _check_times(kind: str, frame: pd.DataFrame, name: str) -> None:
     # Every reader's timestamps, whatever the format: a real instant since 1990, not later
     # than tomorrow. Outside the session is fine (the pipeline drops those ticks).
-    for column in ("ts",) if kind == "refbars" else ("ts_event", "ts_recv"):
+    for column in ("ts",) if kind in BAR_KINDS else ("ts_event", "ts_recv"):
         values = frame[column]
         if values.isna().any() and column != "ts_recv":
             raise ValueError(f"{name}: {kind} column {column} has empty timestamps")
@@ -159,7 +172,7 @@ def load_file(
         report.rows += len(frame)
         if frame.empty:
             continue
-        ts_col = "ts" if kind == "refbars" else "ts_event"
+        ts_col = "ts" if kind in BAR_KINDS else "ts_event"
         dates, _ = assign_trading_dates(instrument, frame[ts_col].to_numpy())
         for day in sorted(set(dates.tolist())):
             part = frame[dates == day].reset_index(drop=True)

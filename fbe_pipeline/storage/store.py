@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-KINDS = ("ticks", "books", "quotes", "refbars")
+KINDS = ("ticks", "books", "quotes", "refbars", "candles")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _KEY = re.compile(rf"(?:{'|'.join(KINDS)})/[^/]+/\d{{4}}/\d{{2}}/\d{{2}}/[^/]+")
 
