@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyotp
 import pytest
 from dagster import (
     AssetKey,
@@ -220,3 +221,43 @@ def test_daily_review_schedule_fires_after_each_calendars_close() -> None:
     at = datetime(2020, 2, 23, 0, 10, tzinfo=UTC)
     [request] = _tick(daily_btc, [btc], at).run_requests  # type: ignore[attr-defined]
     assert request.partition_key == "2020-02-22"
+
+
+def test_review_of_any_date_range_from_the_tables_and_in_the_console(home: Path) -> None:
+    from fbe_pipeline.governance.runtime import config_store
+    from fbe_pipeline.governance.users import add_user
+    from fbe_pipeline.reports.period import NoSessionsError, period_review
+    from tests.console_util import PASSWORD, running_console, signed_in
+
+    spy = get_instrument("SPY")
+    engine = config_store(home).engine
+    review, page = period_review(home, engine, spy, date(2013, 10, 1), date(2013, 10, 31))
+    # Trimmed to the sessions found; the same figures as the weekly review of those sessions.
+    assert page == home / "reports" / "range" / "SPY" / f"{D1}_{D2}.html"
+    assert (review.first, review.last, review.sessions) == (D1, D2, 2)
+    trades = _table(home, "select * from backtest_trades")
+    assert review.figures["trades"] == len(trades)
+    assert review.figures["pnl_r"] == pytest.approx(trades["r_multiple"].sum())
+    for chart in CHARTS:
+        _assert_chart(page.with_suffix("") / f"{chart}.png")
+    with pytest.raises(NoSessionsError, match="no SPY session materialized"):
+        period_review(home, engine, spy, date(2014, 1, 1), date(2014, 1, 31))
+    with pytest.raises(ValueError, match="starts"):
+        period_review(home, engine, spy, D2, D1)
+
+    for name, role in (("root", "admin"), ("vera", "viewer")):
+        add_user(engine, name, role, pyotp.random_base32(), password=PASSWORD, actor="root")
+    with running_console(home) as url:
+        client = signed_in(url, "vera")
+        html = client.get(
+            "/analytics", params={"symbol": "spy", "from": str(D1), "to": str(D1)}
+        ).text
+        assert f"SPY review, {D1}</h2>" in html
+        one_day = _table(home, f"select * from backtest_trades where trading_date = '{D1}'")
+        assert f"<td>{len(one_day)} ({int((one_day['pnl'] > 0).sum())})</td>" in html
+        image = client.get(f"/reports/range/SPY/{D1}_{D1}/equity_drawdown.png")
+        assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+        refused = client.get(
+            "/analytics", params={"symbol": "SPY", "from": "2014-01-01", "to": "2014-01-02"}
+        )
+        assert "no SPY session materialized from 2014-01-01 to 2014-01-02" in refused.text

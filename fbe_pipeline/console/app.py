@@ -53,8 +53,13 @@ from fbe_pipeline.governance.config import ConfigError
 from fbe_pipeline.governance.monitors import MONITORS
 from fbe_pipeline.governance.runtime import EXECUTION, config_store
 from fbe_pipeline.governance.users import RANK, PermissionDenied, authenticate, list_users
+from fbe_pipeline.market.instruments import load_instruments
 from fbe_pipeline.ops import models as m
 from fbe_pipeline.ops.audit import record_audit
+from fbe_pipeline.reports.charts import CHARTS
+from fbe_pipeline.reports.page import chart_title
+from fbe_pipeline.reports.period import NoSessionsError, period_review
+from fbe_pipeline.reports.review import key_figures, title
 
 MAX_FORM_BYTES = 16 * 1024
 STATUSES = {"paused": "pause", "active": "resume", "stopped": "stop"}
@@ -156,16 +161,39 @@ class Console:
         }
 
     def analytics(self, query: Mapping[str, str]) -> dict[str, Any]:
-        """Review reports filtered by symbol and date range."""
+        """Review reports filtered by symbol and date range; with a symbol and both dates, the
+        review of exactly that range (figures and charts, rendered under ``reports/range``)."""
         problem = ""
         try:
             start = date.fromisoformat(query["from"]) if query.get("from") else None
             end = date.fromisoformat(query["to"]) if query.get("to") else None
         except ValueError as exc:
             problem, start, end = f"bad date ({exc}); use YYYY-MM-DD", None, None
-        symbol = query.get("symbol", "").strip()
+        symbol = query.get("symbol", "").strip().upper()
+        review = None
+        if symbol and start and end and not problem:
+            # The review of exactly this range, computed from the tables (like a weekly one).
+            instrument = load_instruments(self.home / "instruments.yaml").get(symbol)
+            if instrument is None:
+                problem = f"unknown symbol {symbol!r}"
+            else:
+                try:
+                    found, page = period_review(self.home, self.engine, instrument, start, end)
+                except (NoSessionsError, ValueError) as exc:
+                    problem = str(exc)
+                else:
+                    review = {
+                        "title": title(found),
+                        "figures": key_figures(found),
+                        "path": page.relative_to(self.home / "reports").as_posix(),
+                        "charts": [
+                            (chart_title(name), f"{page.stem}/{name}.png") for name in CHARTS
+                        ],
+                        "folder": page.parent.relative_to(self.home / "reports").as_posix(),
+                    }
         return {
             "reports": views.reports(self.home, symbol or None, start, end),
+            "review": review,
             "symbol": symbol,
             "from": query.get("from", ""),
             "to": query.get("to", ""),

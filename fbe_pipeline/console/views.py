@@ -266,12 +266,13 @@ class Report:
 def reports(
     home: Path, symbol: str | None = None, start: date | None = None, end: date | None = None
 ) -> list[Report]:
-    """The daily (``reports/daily/<SYMBOL>/<DATE>.html``) and weekly
-    (``reports/weekly/<SYMBOL>/<FIRST>_<LAST>.html``) review pages, newest first, of
-    ``symbol`` (any case) whose dates overlap ``start..end`` (inclusive)."""
+    """The daily (``reports/daily/<SYMBOL>/<DATE>.html``), weekly
+    (``reports/weekly/<SYMBOL>/<FIRST>_<LAST>.html``) and date-range (``reports/range/...``)
+    review pages, newest first, of ``symbol`` (any case) whose dates overlap ``start..end``
+    (inclusive)."""
     root = home / "reports"
     found = []
-    for kind in ("daily", "weekly"):
+    for kind in ("daily", "weekly", "range"):
         for page in sorted((root / kind).glob("*/*.html")):
             try:
                 parts = [date.fromisoformat(x) for x in page.stem.split("_")]

@@ -22,6 +22,9 @@ from fbe_pipeline.market.instruments import Instrument
 from fbe_pipeline.reports import charts
 from fbe_pipeline.reports.page import render_page
 
+# A day's review, a week's, or any date range's (the console's analytics).
+KINDS = ("daily", "weekly", "range")
+
 
 @dataclass(frozen=True)
 class ReviewFrames:
@@ -58,7 +61,7 @@ class Review:
     Attributes
     ----------
     kind : str
-        ``"daily"`` or ``"weekly"``.
+        One of :data:`KINDS`.
     symbol : str
     first, last : datetime.date
         The first and last session covered.
@@ -127,7 +130,7 @@ def build_review(
     Parameters
     ----------
     kind : str
-        ``"daily"`` or ``"weekly"``.
+        One of :data:`KINDS`.
     sessions : int
         Sessions in the period (>= 1).
     frames : ReviewFrames
@@ -138,8 +141,8 @@ def build_review(
     ValueError
         For an unknown ``kind``, ``sessions`` < 1 or ``first`` after ``last``.
     """
-    if kind not in ("daily", "weekly"):
-        raise ValueError(f"kind must be 'daily' or 'weekly', got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if sessions < 1 or first > last:
         raise ValueError(f"a review covers at least one session, got {sessions} ({first}..{last})")
     trades, signals = frames.trades, frames.signals
@@ -245,13 +248,15 @@ _HEADER = ["group", "trades", "wins", "PnL (R)", "PnL (bps)"]
 
 
 def title(review: Review) -> str:
-    """``"SPY daily review, 2013-10-07"`` or ``"SPY weekly review, 2013-10-07 to 2013-10-11"``."""
+    """``"SPY daily review, 2013-10-07"`` or ``"SPY weekly review, 2013-10-07 to 2013-10-11"``
+    (``range`` reviews: ``"SPY review, ..."``)."""
     period = (
         review.first.isoformat()
         if review.first == review.last
         else f"{review.first.isoformat()} to {review.last.isoformat()}"
     )
-    return f"{review.symbol} {review.kind} review, {period}"
+    kind = "" if review.kind == "range" else f" {review.kind}"
+    return f"{review.symbol}{kind} review, {period}"
 
 
 def to_markdown(review: Review) -> str:
@@ -278,8 +283,8 @@ def to_markdown(review: Review) -> str:
 
 
 def report_path(home: Path, review: Review) -> Path:
-    """``$FBE_HOME/reports/daily/<SYMBOL>/<DATE>.html``, or for a weekly review
-    ``reports/weekly/<SYMBOL>/<FIRST>_<LAST>.html``."""
+    """``$FBE_HOME/reports/daily/<SYMBOL>/<DATE>.html``, or for a weekly (range) review
+    ``reports/weekly/<SYMBOL>/<FIRST>_<LAST>.html`` (``reports/range/...``)."""
     stem = (
         review.first.isoformat()
         if review.kind == "daily"
