@@ -252,3 +252,27 @@ def test_the_console_does_not_import_dagster() -> None:
         "sys.exit(any(m.split('.')[0] == 'dagster' for m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_security_page_shows_which_processes_hold_broker_credentials(d: Desk) -> None:
+    import os
+
+    from fbe_pipeline.console.views import credential_holders
+
+    secret = "not-for-the-console-7f3a"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FBE_BROKER_")}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env={**env, "FBE_BROKER_API_KEY": secret, "FBE_BROKER_API_SECRET": secret},
+    )
+    try:
+        table = credential_holders()
+        [row] = [r for r in table.rows if r[0] == str(holder.pid)]
+        assert row[1] == str(os.getpid())
+        assert row[3] == "FBE_BROKER_API_KEY, FBE_BROKER_API_SECRET"
+        page = signed_in(d.url, "vic").get("/security").text
+        assert f"<td>{holder.pid}</td>" in page and "FBE_BROKER_API_SECRET" in page
+        assert secret not in page
+    finally:
+        holder.kill()
+        holder.wait()

@@ -219,11 +219,13 @@ class Console:
         }
 
     def security(self, query: Mapping[str, str]) -> dict[str, Any]:
-        """Users and roles, credential access, risk limits, risk events, breaker history."""
+        """Users and roles, the processes holding broker credentials, credential access, risk
+        limits, risk events, breaker history."""
         version, values = self.store.active()
         return {
             "users": views.table(list_users(self.engine), ["name", "role", "disabled"]),
             "credential_audit": views.audit_rows(self.engine, credential=True),
+            "holders": views.credential_holders(),
             "version": version,
             "limits": [(key, values.get(key)) for key in EXECUTION.keys],
             "risk_events": views.risk_events(self.engine),

@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy import ColumnElement, Engine, or_, select
 from sqlalchemy.orm import Session
 
+from fbe_pipeline.execution.credentials import BROKER_ENV_PREFIX
 from fbe_pipeline.live.feeds.status import FeedStatusStore, feeds_path
 from fbe_pipeline.live.signal_store import LiveSignalStore, signals_path
 from fbe_pipeline.ops import models as m
@@ -309,3 +310,40 @@ def report_file(home: Path, relative: str) -> Path:
     if not target.is_file() or target.suffix.lower() not in REPORT_SUFFIXES:
         raise FileNotFoundError(relative)
     return target
+
+
+def credential_holders(proc: Path = Path("/proc")) -> Table:
+    """The isolation boundary as it is right now: every process of this machine whose
+    environment holds a broker credential (``FBE_BROKER_*``; names only, never values), with
+    its pid, parent pid and command line. By design only the execution code location's server
+    and its run workers (and the ``fbe live`` supervisor that hands them over) appear; a
+    process that cannot be read (another user's) is left out.
+
+    Returns
+    -------
+    Table
+        Columns ``pid``, ``ppid``, ``command``, ``credentials``; sorted by pid.
+    """
+    rows = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        names = sorted(
+            {
+                v.split(b"=", 1)[0].decode(errors="replace")
+                for v in environ
+                if v.startswith(BROKER_ENV_PREFIX.encode())
+            }
+        )
+        if names:
+            # The parent pid is the 4th field after the parenthesised command name.
+            ppid = stat.rsplit(")", 1)[-1].split()[1]
+            rows.append([entry.name, ppid, command.strip()[:160], ", ".join(names)])
+    rows.sort(key=lambda r: int(r[0]))
+    return Table(["pid", "ppid", "command", "credentials"], rows)
