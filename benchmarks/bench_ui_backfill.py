@@ -3,9 +3,12 @@
 What is measured
 ----------------
 The real sample data set (``$FBE_SAMPLE_DATA``) is loaded into two fresh, temporary
-``FBE_HOME`` directories with ``fbe load-sample``. Then:
+``FBE_HOME`` directories with ``fbe load-sample`` (or, with ``--generated N``, N sessions of
+each of two synthetic XNYS instruments from ``benchmarks/generate.py``, loaded with ``fbe load
+parquet``). Then:
 
-1. **baseline** -- ``fbe materialize`` on the first home (one in-process run per session);
+1. **baseline** -- ``fbe materialize`` on the first home (in-process runs of up to 10
+   consecutive sessions);
 2. **UI backfill** -- ``scripts/ui.sh`` (``dagster dev``: webserver and daemon) on the second
    home, and the GraphQL mutation the UI sends for "Materialize all partitions" of every lane
    asset (``launchPartitionBackfill`` with ``allPartitions``); timed from the mutation until the
@@ -15,13 +18,14 @@ The real sample data set (``$FBE_SAMPLE_DATA``) is loaded into two fresh, tempor
 Both homes must end with the same tables, compared row for row. Prints both wall times and the
 ratio. Run from the repository root with the project's virtualenv (about 3-5 minutes)::
 
-    python benchmarks/bench_ui_backfill.py [--keep]
+    python benchmarks/bench_ui_backfill.py [--keep] [--generated SESSIONS [--ticks 20000]]
 
 Exit status: 0 on success, 1 when the backfill fails or the tables differ, 2 without sample data.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -172,14 +176,53 @@ def ui_backfill(home: Path) -> tuple[float, float]:
         log.close()
 
 
+def load_generated(home: Path, data: Path) -> None:
+    """``fbe load parquet`` every generated session of every symbol under ``data``."""
+    for folder in sorted(p for p in data.iterdir() if p.is_dir()):
+        files = [str(f) for f in sorted(folder.glob("*.parquet"))]
+        args = ["--symbol", folder.name, "--calendar", "XNYS"]
+        fbe(home, "load", "parquet", *files, *args, "--tick-size", "0.01", "--lot-size", "1")
+
+
 def main() -> int:
     """Measure, compare the tables, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--keep", action="store_true", help="keep the temporary homes")
+    parser.add_argument(
+        "--generated",
+        type=int,
+        default=0,
+        metavar="SESSIONS",
+        help="instead of the sample data: SESSIONS generated XNYS sessions of each of two "
+        "synthetic symbols (benchmarks/generate.py, --ticks trades per session)",
+    )
+    parser.add_argument("--ticks", type=int, default=20_000)
+    args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="fbe-bench-ui-"))
     try:
         base, ui = root / "cli", root / "ui"
+        if args.generated:
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(REPO / "benchmarks" / "generate.py"),
+                    str(root / "data"),
+                    "--sessions",
+                    str(args.generated),
+                    "--ticks",
+                    str(args.ticks),
+                ],
+                check=True,
+                capture_output=True,
+            )
         for home in (base, ui):
-            fbe(home, "load-sample")
+            if args.generated:
+                load_generated(home, root / "data")
+            else:
+                fbe(home, "load-sample")
         t_cli = fbe(base, "materialize")
+        sessions = sum(1 for _ in (base / "raw" / "ticks").glob("*/*/*/*"))
+        print(f"{sessions} sessions")
         t_ui, t_first = ui_backfill(ui)
         same = all(
             a.equals(b) for a, b in zip(tables(base).values(), tables(ui).values(), strict=True)
@@ -192,7 +235,7 @@ def main() -> int:
         print(f"tables identical: {same}")
         return 0 if same else 1
     finally:
-        if "--keep" in sys.argv:
+        if args.keep:
             print(f"homes kept under {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
