@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -138,8 +139,29 @@ def _metadata(markdown: str, figures: dict, files: list[Path]) -> dict[str, obje
     }
 
 
-def _review_ins(lane: Lane, mapping: TimeWindowPartitionMapping | None = None) -> dict:
-    return {name: AssetIn(key=lane.key(name), partition_mapping=mapping) for name in REVIEW_INPUTS}
+def _review_args(
+    lane: Lane,
+    name: str,
+    partitions_def: TimeWindowPartitionsDefinition,
+    description: str,
+    mapping: TimeWindowPartitionMapping | None = None,
+) -> dict[str, Any]:
+    """``@asset`` arguments shared by the review assets: the lane's key prefix and group, the
+    tables read (with ``mapping`` from the review's partitions to the sessions), the ticks'
+    drift read through the I/O manager's database, kinds, owner and a ``report`` layer tag."""
+    return {
+        "name": name,
+        "key_prefix": [lane.symbol],
+        "group_name": lane.symbol,
+        "partitions_def": partitions_def,
+        "ins": {t: AssetIn(key=lane.key(t), partition_mapping=mapping) for t in REVIEW_INPUTS},
+        "deps": [lane.key("raw_ticks")],
+        "required_resource_keys": {"io_manager"},
+        "kinds": {"python", "html"},
+        "owners": OWNERS,
+        "tags": {"layer": "report"},
+        "description": description,
+    }
 
 
 def build_daily_review(lane: Lane, checks: Mapping[AssetCheckKey, bool]) -> AssetsDefinition:
@@ -148,22 +170,15 @@ def build_daily_review(lane: Lane, checks: Mapping[AssetCheckKey, bool]) -> Asse
     instrument = lane.instrument
 
     @asset(
-        name="daily_review",
-        key_prefix=[lane.symbol],
-        group_name=lane.symbol,
-        partitions_def=lane.partitions_def,
-        ins=_review_ins(lane),
-        deps=[lane.key("raw_ticks")],
-        required_resource_keys={"io_manager"},
-        backfill_policy=BackfillPolicy.multi_run(SESSIONS_PER_RUN),
-        kinds={"python", "html"},
-        owners=OWNERS,
-        tags={"layer": "report"},
-        description=(
+        **_review_args(
+            lane,
+            "daily_review",
+            lane.partitions_def,
             "One-page review of a session: signals, trades, PnL in R and bps, drawdown, "
             "slippage, regime and session breakdown, low-liquidity share, drift, failed checks, "
-            "with charts; written to $FBE_HOME/reports/daily/<SYMBOL>/<DATE>.html."
+            "with charts; written to $FBE_HOME/reports/daily/<SYMBOL>/<DATE>.html.",
         ),
+        backfill_policy=BackfillPolicy.multi_run(SESSIONS_PER_RUN),
     )
     def daily_review(
         context: AssetExecutionContext,
@@ -232,23 +247,15 @@ def build_weekly_review(lane: Lane, checks: Mapping[AssetCheckKey, bool]) -> Ass
     instrument = lane.instrument
 
     @asset(
-        name="weekly_review",
-        key_prefix=[lane.symbol],
-        group_name=lane.symbol,
-        partitions_def=weekly_partitions(lane),
-        # A week's sessions; a week past the lane's loaded days reads the sessions it has.
-        ins=_review_ins(
-            lane, TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
-        ),
-        deps=[lane.key("raw_ticks")],
-        required_resource_keys={"io_manager"},
-        kinds={"python", "html"},
-        owners=OWNERS,
-        tags={"layer": "report"},
-        description=(
+        **_review_args(
+            lane,
+            "weekly_review",
+            weekly_partitions(lane),
             "The week's review (Monday to Sunday, local time), as the daily review; written to "
-            "$FBE_HOME/reports/weekly/<SYMBOL>/<FIRST>_<LAST>.html."
-        ),
+            "$FBE_HOME/reports/weekly/<SYMBOL>/<FIRST>_<LAST>.html.",
+            # A week's sessions; a week past the lane's loaded days reads the sessions it has.
+            TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True),
+        )
     )
     def weekly_review(
         context: AssetExecutionContext,

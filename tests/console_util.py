@@ -4,6 +4,7 @@ HTTP client."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -16,7 +17,6 @@ from functools import cache
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pyotp
 import uvicorn
 from sqlalchemy import Engine, select
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from fbe_pipeline.console.app import create_app
 from fbe_pipeline.execution.gateway import SignalOffer
+from fbe_pipeline.execution.market import offers_from_live
 from fbe_pipeline.execution.runtime import gateway_from_env
 from fbe_pipeline.governance.users import add_user
 from fbe_pipeline.live.replay import read_ticks
@@ -86,18 +87,11 @@ def first_offer(sample_data: Path) -> SignalOffer:
     features = session_features(bars, day, None)
     signals = session_signals(session_scores(features, scoring), scoring)
     context = signal_context(signals, features, bars).set_index("signal_id")
-    r = next(signals.itertuples(index=False))
-    return SignalOffer(
-        signal_id=str(r.signal_id),
-        symbol=str(r.symbol),
-        trading_date=pd.Timestamp(r.trading_date).date().isoformat(),
-        direction=str(r.direction),
-        bar_close_ns=pd.Timestamp(r.bar_close).value,
-        decision_ns=pd.Timestamp(r.decision_time).value,
-        config_version=str(r.config_version),
-        source="live",
-        context={k: float(v) for k, v in context.loc[r.signal_id].items()},
-    )
+    # As the live signal store hands them to the gateway: the bar context as JSON.
+    first = signals.head(1)
+    bar = context.loc[first["signal_id"].iloc[0]]
+    first = first.assign(context=[json.dumps({k: float(v) for k, v in bar.items()})])
+    return offers_from_live(first)[0]
 
 
 @dataclass
