@@ -69,7 +69,10 @@ def build_bars_1m(lane: Lane) -> AssetsDefinition:
         days = sessions(context)
 
         def one(day: date) -> SessionResult:
-            bars = session_bars(lane.window(raw_ticks, day), instrument, day)
+            ticks = lane.window(raw_ticks, day)
+            # A session without ticks is built from its vendor candles, if any were loaded.
+            candles = None if len(ticks) else store.read_partition("candles", lane.symbol, day)
+            bars = session_bars(ticks, instrument, day, candles)
             open_ns, close_ns = session_bounds(instrument, day)
             reference = store.read_partition("refbars", instrument.symbol, day)
             vendor = (

@@ -278,16 +278,12 @@ def materialize(
         err.print(f"[red]bad date: {exc}[/red]; use YYYY-MM-DD")
         raise typer.Exit(2) from exc
     store = _store()
-    if not store.partitions("ticks"):
-        candles = store.partitions("candles")
+    from fbe_pipeline.pipeline import loaded_sessions
+
+    if not loaded_sessions(store):
         err.print(
-            "no raw ticks in the store: load data first (`fbe load` or `fbe load-sample`)"
-            + (
-                f"; the {len(candles)} sessions of 1-minute candles stored are kept, but the "
-                "pipeline does not build sessions from candles alone yet"
-                if candles
-                else ""
-            )
+            "no raw ticks or candles in the store: load data first (`fbe load` or "
+            "`fbe load-sample`)"
         )
         raise typer.Exit(1)
     prepare_dagster_home()
@@ -1043,7 +1039,9 @@ def monitors(fmt: Annotated[str, typer.Option("--format", help="table or json")]
 
     prepare_dagster_home()
     instance = dagster_instance()
-    graph = build_definitions(build_lanes(_store().partitions("ticks"))).resolve_asset_graph()
+    from fbe_pipeline.pipeline import loaded_sessions
+
+    graph = build_definitions(build_lanes(loaded_sessions(_store()))).resolve_asset_graph()
     blocking = [n.key for n in graph.asset_check_nodes if n.blocking]
     results = evaluate(paths().home, instance, blocking)
     from fbe_pipeline.governance.monitors import MONITORS

@@ -37,6 +37,7 @@ from assets.reviews import (
 from assets.walk_forward import build_walk_forward
 from fbe_pipeline.live.tail import landing_days
 from fbe_pipeline.market.instruments import load_instruments
+from fbe_pipeline.pipeline import loaded_sessions
 from fbe_pipeline.settings import SESSIONS_PER_RUN, paths
 from fbe_pipeline.storage.store import RawStore
 from resources.duckdb_io import FbeDuckDBIOManager
@@ -86,7 +87,7 @@ def build_definitions(lanes: list[Lane] | None = None) -> Definitions:
     raw_store = raw_store_from_env()
     if lanes is None:
         lanes = build_lanes(
-            raw_store_from_env(deferred=False).get_store().partitions("ticks"),
+            loaded_sessions(raw_store_from_env(deferred=False).get_store()),
             live=landing_days(home / "landing"),
         )
     jobs = [build_pipeline_job(lane) for lane in lanes]
@@ -136,7 +137,7 @@ def defs() -> Definitions:
 def known_partitions(store: RawStore, instance: DagsterInstance) -> set[tuple[str, date]]:
     """``(symbol, trading_date)`` of every session with raw ticks in the store, plus every
     session whose ``raw_ticks`` was materialized before (its raw data may have vanished)."""
-    known = set(store.partitions("ticks"))
+    known = set(loaded_sessions(store))
     for symbol in load_instruments():
         for key in instance.get_materialized_partitions(AssetKey([symbol, "raw_ticks"])):
             known.add((symbol, date.fromisoformat(key)))

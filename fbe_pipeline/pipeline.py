@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fbe_pipeline.market.aggressor import resolve_sides
-from fbe_pipeline.market.bars import build_bars
+from fbe_pipeline.market.bars import bars_from_candles, build_bars
 from fbe_pipeline.market.frames import TICK_COLUMNS
 from fbe_pipeline.market.instruments import Instrument
 from fbe_pipeline.market.sessions import session_for
@@ -153,11 +153,33 @@ def session_ticks(
 
 
 def session_bars(
-    raw_ticks: pd.DataFrame, instrument: Instrument, trading_date: date
+    raw_ticks: pd.DataFrame,
+    instrument: Instrument,
+    trading_date: date,
+    candles: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """1-minute bars of one partition (:func:`fbe_pipeline.market.bars.build_bars`)."""
+    """1-minute bars of one partition: from its ticks
+    (:func:`fbe_pipeline.market.bars.build_bars`), or, for a session without ticks, from the
+    vendor 1-minute ``candles`` stored for it
+    (:func:`fbe_pipeline.market.bars.bars_from_candles`: no aggressor side, so ``delta`` is
+    unknown).
+
+    Raises
+    ------
+    NoSessionError
+        If the calendar has no session that day.
+    """
     open_ns, close_ns = session_bounds(instrument, trading_date)
-    return build_bars(raw_ticks, instrument.symbol, pd.Timestamp(trading_date), open_ns, close_ns)
+    day = pd.Timestamp(trading_date)
+    if not len(raw_ticks) and candles is not None and len(candles):
+        return bars_from_candles(candles, instrument.symbol, day, open_ns, close_ns)
+    return build_bars(raw_ticks, instrument.symbol, day, open_ns, close_ns)
+
+
+def loaded_sessions(store: RawStore) -> list[tuple[str, date]]:
+    """``(symbol, trading_date)`` of every partition with ticks or vendor candles, sorted: the
+    sessions the pipeline can materialize."""
+    return sorted(set(store.partitions("ticks")) | set(store.partitions("candles")))
 
 
 def warmup_window(bars_window: pd.DataFrame, trading_date: date) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from datetime import date
 
 import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext
+from duckdb import DuckDBPyConnection
 
 from fbe_pipeline.quality.schemas import ALL
 from fbe_pipeline.storage.warehouse import connect
@@ -34,6 +35,11 @@ _SQL_TYPES = {
 }
 
 
+def _columns(table: str) -> list[tuple[str, str]]:
+    """``(name, SQL type)`` of a table's contract columns, in contract order."""
+    return [(name, _SQL_TYPES[str(col.dtype)]) for name, col in ALL[table].columns.items()]
+
+
 def create_table_sql(schema: str, table: str) -> str:
     """``CREATE TABLE IF NOT EXISTS`` statement for a table with a pandera contract.
 
@@ -42,11 +48,26 @@ def create_table_sql(schema: str, table: str) -> str:
     KeyError
         If the table has no contract in :data:`fbe_pipeline.quality.schemas.ALL`.
     """
-    contract = ALL[table]
-    cols = ", ".join(
-        f'"{name}" {_SQL_TYPES[str(col.dtype)]}' for name, col in contract.columns.items()
-    )
+    cols = ", ".join(f'"{name}" {sql}' for name, sql in _columns(table))
     return f"create table if not exists {schema}.{table} ({cols})"
+
+
+def ensure_table(con: DuckDBPyConnection, schema: str, table: str) -> None:
+    """Create ``table`` from its contract, or add the contract columns an older version of
+    the table lacks (e.g. ``scores.unavailable``; NULL in the rows written before), so a
+    store made by an earlier FBE keeps working."""
+    con.execute(create_table_sql(schema, table))
+    present = {
+        row[0]
+        for row in con.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = ? and table_name = ?",
+            [schema, table],
+        ).fetchall()
+    }
+    for name, sql in _columns(table):
+        if name not in present:
+            con.execute(f'alter table {schema}.{table} add column "{name}" {sql}')
 
 
 def _where(context: InputContext | OutputContext) -> tuple[str, list[object]]:
@@ -79,7 +100,7 @@ class FbeDuckDBIOManager(ConfigurableIOManager):
         table = context.asset_key.path[-1]
         where, params = _where(context)
         with connect(self.database) as con:
-            con.execute(create_table_sql(SCHEMA, table))
+            ensure_table(con, SCHEMA, table)
             con.execute("begin transaction")
             con.execute(f"delete from {SCHEMA}.{table} where {where}", params)
             if not obj.empty:
@@ -96,5 +117,5 @@ class FbeDuckDBIOManager(ConfigurableIOManager):
         table = context.asset_key.path[-1]
         where, params = _where(context)
         with connect(self.database) as con:
-            con.execute(create_table_sql(SCHEMA, table))
+            ensure_table(con, SCHEMA, table)
             return con.execute(f"select * from {SCHEMA}.{table} where {where}", params).fetchdf()

@@ -343,6 +343,67 @@ def _assemble(
     return values, ts, tick_count, is_filled
 
 
+def bars_from_candles(
+    candles: pd.DataFrame,
+    symbol: str,
+    trading_date: pd.Timestamp,
+    session_open_ns: int,
+    session_close_ns: int,
+) -> pd.DataFrame:
+    """1-minute bars of a session from vendor 1-minute candles, for sessions without ticks.
+
+    Each candle becomes four prints inside its minute (open, high, low, close, the volume on
+    the close) fed to :func:`build_bars`, so candle bars are aligned, bounded and gap-filled
+    exactly as tick bars are. What candles cannot tell stays unknown: ``buy_volume``,
+    ``sell_volume`` and ``delta`` are NaN (no aggressor side), ``tick_count`` is 0 and
+    ``vwap`` is the close.
+
+    Parameters
+    ----------
+    candles : pandas.DataFrame
+        :data:`fbe_pipeline.market.sources.candles.CANDLE_COLUMNS` (``ts`` int64 ns UTC of the
+        bar open; prices in the instrument's currency; ``volume`` NaN when the vendor has none,
+        e.g. an index, and then taken as 0).
+    symbol, trading_date, session_open_ns, session_close_ns
+        As in :func:`build_bars`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`BAR_COLUMNS`, as :func:`build_bars`.
+
+    Raises
+    ------
+    ValueError
+        If the session bounds are not whole minutes apart.
+    """
+    n = len(candles)
+    ts = candles["ts"].to_numpy(np.int64)
+    prints = pd.DataFrame(
+        {
+            # 0, 1, 2, 3 ns into the minute: the open first and the close last.
+            "ts_event": np.repeat(ts, 4) + np.tile(np.arange(4, dtype=np.int64), n),
+            "seq": np.arange(4 * n, dtype=np.int64),
+            "price": np.column_stack(
+                [candles[c].to_numpy(np.float64) for c in ("open", "high", "low", "close")]
+            ).ravel(),
+            "size": np.column_stack(
+                [np.zeros(n), np.zeros(n), np.zeros(n), np.nan_to_num(candles["volume"])]
+            ).ravel(),
+            "side_sign": np.zeros(4 * n, dtype=np.int8),
+            "ohlc_eligible": True,
+            "volume_eligible": True,
+        }
+    )
+    bars = build_bars(prints, symbol, trading_date, session_open_ns, session_close_ns)
+    bars["buy_volume"] = np.nan
+    bars["sell_volume"] = np.nan
+    bars["delta"] = np.nan
+    bars["tick_count"] = 0
+    bars["vwap"] = bars["close"]
+    return bars
+
+
 def find_gaps(bars: pd.DataFrame, session_open_ns: int, session_close_ns: int) -> pd.DataFrame:
     """Report runs of session minutes without a bar.
 

@@ -142,7 +142,8 @@ def compute_features(
         range); ``poke`` in ``{"up", "down", "none"}`` (``up`` wins when both sides are
         breached); ``poke_atr`` the distance beyond the range in ATR units (0 without a poke,
         NaN when ATR is NaN); ``wick_ratio`` in [0, 1]; ``vol_ratio`` = volume / mean volume of
-        the prior 20 bars; ``delta_ratio`` = delta / volume (0 when volume is 0);
+        the prior 20 bars; ``delta_ratio`` = delta / volume (0 when volume is 0, NaN when
+        the bar's delta is unknown);
         ``delta_against`` bool; ``book_churn`` float (NaN without L2); ``has_l2`` bool.
     """
     high = bars["high"].to_numpy(np.float64)
@@ -171,7 +172,8 @@ def compute_features(
         wick = np.where(up, upper_wick, np.where(down, lower_wick, 0.0))
         wick = np.where(span > 0, wick, 0.0)
         vol_ratio = np.where(mean_vol > 0, volume / mean_vol, np.nan)
-        delta_ratio = np.where(volume > 0, delta / volume, 0.0)
+        # Unknown delta (no aggressor side: bars from vendor candles) stays unknown.
+        delta_ratio = np.where(np.isnan(delta), np.nan, np.where(volume > 0, delta / volume, 0.0))
     delta_against = (up & (delta <= 0)) | (down & (delta >= 0))
 
     bar_ts = pd.DatetimeIndex(bars["ts"]).as_unit("ns").asi8

@@ -26,6 +26,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "c_poke",
     "c_book_churn",
     "c_delta",
+    "unavailable",
     "config_version",
 )
 
@@ -59,7 +60,11 @@ def compute_scores(features: pd.DataFrame, config: ScoringConfig) -> pd.DataFram
     pandas.DataFrame
         :data:`SCORE_COLUMNS`, one row per feature row. ``score`` float64 in [0, 100];
         ``c_*`` bool, whether each component fired (all ``False`` off poke bars). A NaN input
-        (warm-up, or no L2 for book churn) never fires its component.
+        (warm-up, or no L2 for book churn) never fires its component; ``unavailable`` (str)
+        names, comma-separated, the components that could not fire on that bar because their
+        input is unknown: ``vol`` (no volume, or fewer than 20 prior bars), ``book_churn`` (no
+        L2 book), ``delta`` (no aggressor side, e.g. a session built from vendor candles), so a
+        score from candles is never silently compared with one from ticks.
     """
     poke = features["poke"].to_numpy()
     on_poke = poke != "none"
@@ -69,6 +74,14 @@ def compute_scores(features: pd.DataFrame, config: ScoringConfig) -> pd.DataFram
     shallow = on_poke & (pa > 0) & (pa <= config.poke_max_atr)
     churn = on_poke & (features["book_churn"].to_numpy(np.float64) >= config.churn_threshold)
     delta = on_poke & features["delta_against"].to_numpy(bool)
+    unknown = {
+        "vol": np.isnan(features["vol_ratio"].to_numpy(np.float64)),
+        "book_churn": ~features["has_l2"].to_numpy(bool),
+        "delta": np.isnan(features["delta_ratio"].to_numpy(np.float64)),
+    }
+    unavailable = [
+        ",".join(name for name, flags in unknown.items() if flags[i]) for i in range(len(poke))
+    ]
     score = (
         wick * config.weight_wick
         + vol * config.weight_vol
@@ -88,6 +101,7 @@ def compute_scores(features: pd.DataFrame, config: ScoringConfig) -> pd.DataFram
             "c_poke": shallow,
             "c_book_churn": churn,
             "c_delta": delta,
+            "unavailable": unavailable,
             "config_version": config.version,
         },
         columns=list(SCORE_COLUMNS),

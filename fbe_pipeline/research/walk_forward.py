@@ -43,6 +43,7 @@ from fbe_pipeline.market.instruments import Instrument
 from fbe_pipeline.market.sessions import session_table
 from fbe_pipeline.pipeline import (
     data_versions,
+    loaded_sessions,
     prepare_raw_ticks,
     session_backtest,
     session_bars,
@@ -282,7 +283,7 @@ def stored_sessions(
         Dates with ticks but no session in the calendar (e.g. a holiday's pre-market prints)
         are left out, as the pipeline has no bars for them.
     """
-    stored = sorted(d for s, d in store.partitions("ticks") if s == instrument.symbol)
+    stored = [d for s, d in loaded_sessions(store) if s == instrument.symbol]
     if days is not None:
         wanted = set(days)
         stored = [d for d in stored if d in wanted]

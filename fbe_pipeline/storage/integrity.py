@@ -199,7 +199,8 @@ def verify_partition(store: RawStore, symbol: str, trading_date: date) -> list[F
     must exist, be the key's first version (a versioned backend lists newest first) and match
     the recorded size and SHA-256; every stored object must have a manifest entry (an entry lost
     from the manifest would silently drop data); a key recorded twice with different content
-    is trusted by neither record; and the partition must hold at least one tick object.
+    is trusted by neither record; and the partition must hold at least one tick object (or,
+    for a session loaded from vendor 1-minute bars, one candles object).
 
     Parameters
     ----------
@@ -223,7 +224,7 @@ def verify_partition(store: RawStore, symbol: str, trading_date: date) -> list[F
         conflicts = set(scan.conflicts())
         findings += [Finding(k, "conflicting_entries") for k in sorted(conflicts)]
         entries = [e for e in scan.entries() if e.key not in conflicts]
-        tick_entries += len(entries) if kind == "ticks" else 0
+        tick_entries += len(entries) if kind in ("ticks", "candles") else 0
         versions, _ = _versions(store.stored_objects(prefix))
         recorded = {e.key for e in scan.entries()}
         findings += [Finding(k, "unmanifested") for k in sorted(versions) if k not in recorded]
