@@ -263,11 +263,13 @@ def test_sigkill_during_load(tmp_path: Path, clean: Clean, point: str) -> None:
 def test_sigkill_during_materialize_repeatedly(tmp_path: Path, clean: Clean) -> None:
     """Three crashed runs in a row on a store without tables, then one to the end.
 
-    Kill points: mid first partition (after its 3rd asset), mid second partition (after the
-    10th asset of that run: raw_ticks and bars_1m of SPY 2013-10-08) and 12 s into a run.
+    Kill points: after the 3rd and the 10th materialization of a run (SPY's two sessions are
+    one batched run, BTCUSDT's session another) and 12 s into a run.
     """
     run = _fresh(tmp_path, clean, with_raw=True)
-    total = 8 * 3  # assets x partitions of one complete run
+    # One complete run: 9 assets x 3 partitions, plus the second materialization of each
+    # daily review of SPY's two-session batch (its own, after the batch's summary one).
+    total = 9 * 3 + 2
     seen = 0
     for point in (3, 10, "12s"):
         proc = run.spawn("materialize", *SYMBOLS)
@@ -314,7 +316,7 @@ def test_concurrent_materialize(tmp_path: Path, clean: Clean) -> None:
     seen = _materializations(run)
     args = ("materialize", *SYMBOLS, "--from", "2013-10-08")  # SPY 2013-10-08 and BTCUSDT
     _twice_at_once(run, args)
-    assert _materializations(run) == seen + 2 * 8 * 2
+    assert _materializations(run) == seen + 2 * 9 * 2  # 2 commands x 9 assets x 2 sessions
     _assert_store_intact(run, clean)
     _assert_tables_equal(run.home, clean)
 
