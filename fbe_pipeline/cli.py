@@ -390,6 +390,16 @@ def integrity() -> None:
     console.print(f"raw store intact: all {checked} manifest entries match their objects")
 
 
+@app.command("reap-runs", hidden=True)
+def reap_runs() -> None:
+    """Record as failed the UI-launched runs whose worker died with the UI (scripts/ui.sh)."""
+    from fbe_pipeline.definitions import fail_orphaned_runs
+
+    prepare_dagster_home()
+    for run_id in fail_orphaned_runs():
+        err.print(f"run {run_id}: its worker stopped with the UI; recorded as failed")
+
+
 @app.command()
 def demo() -> None:
     """Load the sample data, materialize everything and print the summary."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import time
 from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
@@ -366,6 +367,53 @@ def failed_checks(store: RawStore) -> dict[tuple[str, str], list[str]]:
             if state == AssetPartitionStatus.FAILED:
                 out.setdefault((symbol, key), []).append(f"failed: {node.key.path[-1]}")
     return {k: sorted(v) for k, v in out.items()}
+
+
+def fail_orphaned_runs(wait_s: float = 8.0) -> list[str]:
+    """Record as failed the started runs whose run worker process is gone.
+
+    Stopping the UI (``scripts/ui.sh``) interrupts the run workers its code servers launched;
+    one killed before it could record its own failure would stay "started" for ever. Only runs
+    launched through a code server are considered (``fbe materialize``'s in-process runs are
+    their own process), and only once the process that logged their ``RUN_START`` is dead:
+    each is waited for up to ``wait_s`` seconds, so a worker still recording its interruption
+    gets to finish.
+
+    Returns
+    -------
+    list[str]
+        Ids of the runs marked failed.
+    """
+    from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
+
+    instance = dagster_instance()
+    started = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+    deadline = time.monotonic() + wait_s
+    failed = []
+    for run in started:
+        if run.remote_job_origin is None:
+            continue
+        starts = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_START)
+        pids = {e.dagster_event.pid for e in starts if e.dagster_event and e.dagster_event.pid}
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        current = instance.get_run_by_id(run.run_id)
+        if pids and not any(_alive(p) for p in pids) and current and not current.is_finished:
+            instance.report_run_failed(
+                current, "its run worker stopped with the UI before recording the interruption"
+            )
+            failed.append(run.run_id)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run_integrity() -> tuple[bool, pd.DataFrame]:

@@ -19,12 +19,22 @@ running() { # any process of process group $1 that is not a zombie (init reaps t
 stop() { # stop SIGNAL EXIT_STATUS
   trap '' INT TERM
   if [ -n "$group" ]; then
+    # A run worker killed before it recorded its interruption would stay "started": a reaper,
+    # outside the group, records those runs as failed once their worker is gone.
+    local reaper=""
+    if [ -n "${DAGSTER_HOME:-}" ]; then
+      .venv/bin/python -m fbe_pipeline.cli reap-runs &
+      reaper=$!
+    fi
     kill -s "$1" -- "-$group" 2>/dev/null || true
     local deadline=$((${EPOCHSECONDS:-$(date +%s)} + 7))
     while running "$group" && [ "${EPOCHSECONDS:-$(date +%s)}" -lt "$deadline" ]; do
       sleep 0.1
     done
     kill -s KILL -- "-$group" 2>/dev/null || true
+    if [ -n "$reaper" ]; then
+      wait "$reaper" 2>/dev/null || true
+    fi
   fi
   exit "$2"
 }

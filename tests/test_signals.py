@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -207,15 +208,11 @@ mutation Launch($params: ExecutionParams!) {
 """
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
-def test_ui_stops_with_a_run_in_progress(
-    spy_home: Path,
-    sample_data: Path,
-    tmp_path: Path,
-    session: list[subprocess.Popen[bytes]],
-    sig: signal.Signals,
-) -> None:
-    """``dagster dev`` alone left its code servers and the run going for 40-75 s."""
+def _ui_with_a_run(
+    spy_home: Path, sample_data: Path, tmp_path: Path, session: list[subprocess.Popen[bytes]]
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """``scripts/ui.sh`` on ``spy_home`` with a run of SPY 2013-10-07 launched as the UI does,
+    once the run is one second into its steps; returns the script's process and its log."""
     port = _free_port()
     log = tmp_path / "ui.log"
     with log.open("wb") as out:
@@ -249,6 +246,19 @@ def test_ui_stops_with_a_run_in_progress(
         assert time.monotonic() < deadline, f"run not started: {_runs(spy_home)}"
         time.sleep(0.2)
     time.sleep(1.0)  # into the run's steps
+    return proc, log
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_ui_stops_with_a_run_in_progress(
+    spy_home: Path,
+    sample_data: Path,
+    tmp_path: Path,
+    session: list[subprocess.Popen[bytes]],
+    sig: signal.Signals,
+) -> None:
+    """``dagster dev`` alone left its code servers and the run going for 40-75 s."""
+    proc, log = _ui_with_a_run(spy_home, sample_data, tmp_path, session)
     assert len(_session_processes(proc.pid)) >= 5  # dagster dev, webserver, daemon, code servers
 
     seconds = _stop(proc, sig)
@@ -261,6 +271,32 @@ def test_ui_stops_with_a_run_in_progress(
     assert seconds < STOP_WITHIN
     # The run was interrupted and recorded as such, not left "started" with nothing running it.
     assert _runs(spy_home)[0][1] in ("FAILURE", "CANCELED"), _runs(spy_home)
+
+
+def test_a_run_whose_worker_died_is_recorded_as_failed_when_the_ui_stops(
+    spy_home: Path, sample_data: Path, tmp_path: Path, session: list[subprocess.Popen[bytes]]
+) -> None:
+    """A run worker killed with its code server before either could record anything (SIGKILL)
+    leaves its run "started"; stopping the UI records it as failed (the reaper of
+    ``scripts/ui.sh``)."""
+    proc, log = _ui_with_a_run(spy_home, sample_data, tmp_path, session)
+    # The run worker announces itself in the UI's log: "Executing steps in process (pid: N)".
+    deadline = time.monotonic() + 30
+    while not (found := re.search(r"Executing steps in process \(pid: (\d+)\)", log.read_text())):
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    worker = int(found.group(1))
+    # Its code server first (it would record the worker's death), then the worker: as when
+    # both die at the UI's stop deadline.
+    server = int(Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(server, signal.SIGKILL)
+    os.kill(worker, signal.SIGKILL)
+    time.sleep(1.0)
+    assert _runs(spy_home) == [("2013-10-07", "STARTED")]
+    seconds = _stop(proc, signal.SIGTERM)
+    assert seconds < STOP_WITHIN
+    assert _runs(spy_home) == [("2013-10-07", "FAILURE")], log.read_text()[-3000:]
+    assert "recorded as failed" in log.read_text()
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
