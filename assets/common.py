@@ -185,9 +185,11 @@ def emit(
     else:
         first, last = days[0].isoformat(), days[-1].isoformat()
         yield Output(frame, metadata={"sessions": len(days), "first": first, "last": last})
+    # Every check of the asset targets the same materializations: look each up once.
+    targets: dict[tuple[AssetKey, str], AssetCheckEvaluationTargetMaterializationData | None] = {}
     for name, (_, warn) in results[0].checks.items():
         outcomes = [r.checks[name][0] for r in results]
-        log_session_checks(context, name, days, outcomes, warn=warn)
+        log_session_checks(context, name, days, outcomes, warn=warn, targets=targets)
         yield check_result(name, combine(outcomes, days), warn=warn)
 
 
@@ -197,8 +199,13 @@ def log_session_checks(
     days: list[date],
     outcomes: list[CheckOutcome],
     warn: bool = False,
+    targets: dict[tuple[AssetKey, str], AssetCheckEvaluationTargetMaterializationData | None]
+    | None = None,
 ) -> None:
     """Record one check's evaluation of every session of a batched run on its own partition.
+
+    ``targets`` caches each ``(asset key, partition)``'s latest materialization across the
+    checks of one step (one event-log query per session instead of one per check and session).
 
     Dagster 1.13 records the ``AssetCheckResult`` of a run over a partition range without a
     partition, which would leave each session's check "planned"; an ``AssetCheckEvaluation``
@@ -210,16 +217,18 @@ def log_session_checks(
     if len(days) < 2:
         return
     spec = next(s for s in context.assets_def.check_specs if s.name == name)
+    targets = {} if targets is None else targets
     for day, outcome in zip(days, outcomes, strict=True):
+        where = (spec.asset_key, day.isoformat())
+        if where not in targets:
+            targets[where] = _latest_materialization(context, *where)
         context.log_event(
             AssetCheckEvaluation(
                 asset_key=spec.asset_key,
                 check_name=name,
                 passed=outcome.passed,
                 metadata={k: _meta(v) for k, v in outcome.metadata.items()},
-                target_materialization_data=_latest_materialization(
-                    context, spec.asset_key, day.isoformat()
-                ),
+                target_materialization_data=targets[where],
                 severity=AssetCheckSeverity.WARN if warn else AssetCheckSeverity.ERROR,
                 blocking=spec.blocking,
                 partition=day.isoformat(),

@@ -44,6 +44,7 @@ from fbe_pipeline.governance.runtime import config_store
 from fbe_pipeline.market.instruments import Instrument
 from fbe_pipeline.market.sessions import session_table
 from fbe_pipeline.ops.fills import entry_fills
+from fbe_pipeline.reports.period import tick_drift
 from fbe_pipeline.reports.review import (
     ReviewFrames,
     build_review,
@@ -52,7 +53,6 @@ from fbe_pipeline.reports.review import (
     to_markdown,
 )
 from fbe_pipeline.settings import SESSIONS_PER_RUN, paths
-from fbe_pipeline.storage.warehouse import connect
 
 REVIEW_INPUTS = ("bars_1m", "scores", "signals", "backtest_trades", "regime_tags")
 
@@ -60,18 +60,6 @@ REVIEW_INPUTS = ("bars_1m", "scores", "signals", "backtest_trades", "regime_tags
 def _session_rows(frame: pd.DataFrame, days: list[date]) -> pd.DataFrame:
     dates = pd.to_datetime(frame["trading_date"]).dt.date
     return frame.loc[dates.isin(days)].reset_index(drop=True)
-
-
-def _drift(database: str, symbol: str, days: list[date]) -> pd.Series:
-    """``drift_ms`` of the sessions' ticks, read straight from the ``raw_ticks`` table (one
-    column: loading the whole input would read every tick's sixteen)."""
-    with connect(database, read_only=True) as con:
-        frame = con.execute(
-            "select drift_ms from raw_ticks where symbol = ? and trading_date in "
-            f"({', '.join('?' for _ in days)})",
-            [symbol, *days],
-        ).fetchdf()
-    return frame["drift_ms"].astype("float64")
 
 
 def lane_checks(assets: Iterable[AssetsDefinition]) -> dict[AssetCheckKey, bool]:
@@ -118,7 +106,9 @@ def _frames(
         trades=rows["backtest_trades"],
         regimes=rows["regime_tags"],
         fills=fills,
-        drift_ms=_drift(context.resources.io_manager.database, instrument.symbol, days),
+        drift_ms=tick_drift(
+            Path(context.resources.io_manager.database), instrument.symbol, days[0], days[-1]
+        ),
         failed_checks=_failed_checks(context, checks, days),
     )
 
@@ -191,13 +181,8 @@ def build_daily_review(lane: Lane, checks: Mapping[AssetCheckKey, bool]) -> Asse
         """Render each session's review; a batched run records each session's review on its
         own partition after the run's summary materialization."""
         days = sessions(context)
-        tables = {
-            "bars_1m": bars_1m,
-            "scores": scores,
-            "signals": signals,
-            "backtest_trades": backtest_trades,
-            "regime_tags": regime_tags,
-        }
+        inputs = (bars_1m, scores, signals, backtest_trades, regime_tags)
+        tables = dict(zip(REVIEW_INPUTS, inputs, strict=True))
         written = []
         for day in days:
             frames = _frames(context, checks, instrument, [day], tables)
@@ -277,13 +262,8 @@ def build_weekly_review(lane: Lane, checks: Mapping[AssetCheckKey, bool]) -> Ass
         days = [d for d in days if d in present]
         if not days:
             return MaterializeResult(metadata={"sessions": 0, "note": "no sessions this week"})
-        tables = {
-            "bars_1m": bars_1m,
-            "scores": scores,
-            "signals": signals,
-            "backtest_trades": backtest_trades,
-            "regime_tags": regime_tags,
-        }
+        inputs = (bars_1m, scores, signals, backtest_trades, regime_tags)
+        tables = dict(zip(REVIEW_INPUTS, inputs, strict=True))
         frames = _frames(context, checks, instrument, days, tables)
         review = build_review("weekly", instrument, days[0], days[-1], len(days), frames)
         files = render_review(review, frames, instrument, report_path(paths().home, review))

@@ -41,6 +41,20 @@ def _utc(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def tick_drift(database: Path, symbol: str, start: date, end: date) -> pd.Series:
+    """``drift_ms`` (``ts_recv - ts_event``, ms, float64; NaN where unknown) of the symbol's
+    ticks with trading dates from ``start`` to ``end``, read as one column of ``raw_ticks``
+    (loading the table would read each tick's sixteen); empty without the table."""
+    if "raw_ticks" not in table_names(database):
+        return pd.Series(dtype="float64")
+    with connect(str(database), read_only=True) as con:
+        frame = con.execute(
+            "select drift_ms from raw_ticks where symbol = ? and trading_date between ? and ?",
+            [symbol, start, end],
+        ).fetchdf()
+    return frame["drift_ms"].astype("float64")
+
+
 def period_frames(
     database: Path, engine: Engine | None, instrument: Instrument, start: date, end: date
 ) -> tuple[ReviewFrames, list[date]]:
@@ -78,7 +92,6 @@ def period_frames(
             if table not in present:
                 raise NoSessionsError(f"nothing materialized yet (no {table} table)")
             frames[name] = _utc(con.execute(f"select * from {table} {where}", args).fetchdf())
-        drift = con.execute(f"select drift_ms from raw_ticks {where}", args).fetchdf()
     days = sorted(set(pd.to_datetime(frames["bars"]["trading_date"]).dt.date))
     if not days:
         raise NoSessionsError(f"no {instrument.symbol} session materialized from {start} to {end}")
@@ -94,7 +107,7 @@ def period_frames(
         trades=frames["trades"],
         regimes=frames["regimes"],
         fills=fills,
-        drift_ms=drift["drift_ms"].astype("float64"),
+        drift_ms=tick_drift(database, instrument.symbol, start, end),
     )
     return review_frames, days
 
