@@ -326,7 +326,7 @@ def table_asset(schema: DataFrameSchema, layer: str) -> dict[str, Any]:
     """Catalog arguments shared by the DuckDB-backed assets: kinds, owners, a ``layer`` tag
     and the column schema from the pandera contract."""
     return {
-        "kinds": {"pandas", "duckdb"},
+        "kinds": {"pandas", "parquet"},
         "owners": OWNERS,
         "tags": {"layer": layer},
         "metadata": {"dagster/column_schema": column_schema(schema)},

@@ -107,7 +107,7 @@ def _frames(
         regimes=rows["regime_tags"],
         fills=fills,
         drift_ms=tick_drift(
-            Path(context.resources.io_manager.database), instrument.symbol, days[0], days[-1]
+            context.resources.io_manager.warehouse(), instrument.symbol, days[0], days[-1]
         ),
         failed_checks=_failed_checks(context, checks, days),
     )

@@ -39,8 +39,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import duckdb
 import pandas as pd
+
+from fbe_pipeline.storage.warehouse import open_tables
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES: tuple[str, ...] = ("raw_ticks", "bars_1m", "features", "scores", "signals")
@@ -112,7 +113,7 @@ def lane_assets(home: Path) -> list[list[str]]:
 
 def tables(home: Path) -> dict[str, pd.DataFrame]:
     """Every pipeline table of ``home``, rows in a fixed order."""
-    with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(home) as con:
         return {t: con.execute(f"select * from {t} order by all").fetchdf() for t in TABLES}
 
 

@@ -106,7 +106,7 @@ def main() -> int:
     store = LiveSignalStore(signals_path(home))
     live = store.signals(args.symbol)
     store.close()
-    batch = batch_signals(args.symbol, db=home / "fbe.duckdb")
+    batch = batch_signals(args.symbol, source=home)
     cols = ["signal_id", "direction", "score", "components"]
     failures = 0
     for day in sorted(set(batch["trading_date"]) | set(live["trading_date"])):

@@ -304,7 +304,7 @@ def summary() -> None:
     """Print ticks, bars, features, pokes, signals, trades, PnL (in R, bps and price units)
     and failed checks per symbol and day."""
     from fbe_pipeline.definitions import failed_checks
-    from fbe_pipeline.storage.warehouse import partition_summary
+    from fbe_pipeline.storage.warehouse import partition_summary, warehouse_from_env
 
     prepare_dagster_home()
     rows = partition_summary()
@@ -320,7 +320,7 @@ def summary() -> None:
     if not rows:
         err.print("nothing materialized yet: run `fbe materialize`")
         raise typer.Exit(1)
-    table = Table(title=f"FBE summary ({paths().duckdb})")
+    table = Table(title=f"FBE summary ({warehouse_from_env().describe()})")
     columns = ("symbol", "date", "ticks", "bars", "features", "pokes", "signals", "trades")
     # PnL in R and bps survives any price level (a pair at 0.0014 would show -0.0001 in
     # price units); the price-currency sum stays for reference, to 4 significant digits.

@@ -41,8 +41,8 @@ from fbe_pipeline.market.instruments import load_instruments
 from fbe_pipeline.pipeline import loaded_sessions
 from fbe_pipeline.settings import SESSIONS_PER_RUN, paths
 from fbe_pipeline.storage.store import RawStore
-from resources.duckdb_io import FbeDuckDBIOManager
 from resources.fbe import raw_store_from_env, scoring_from_env
+from resources.warehouse_io import warehouse_io_from_env
 from sensors import automation_sensor, build_pipeline_job, integrity_schedule, pipeline_job_name
 from sensors.feeds import build_feed_status_sensor
 from sensors.monitors import monitors_asset, monitors_check, monitors_sensor
@@ -121,7 +121,7 @@ def build_definitions(lanes: list[Lane] | None = None) -> Definitions:
         # more than the steps themselves (UI-launched runs took 34-48 s for 12 s of work).
         executor=in_process_executor,
         resources={
-            "io_manager": FbeDuckDBIOManager(database=str(home / "fbe.duckdb")),
+            "io_manager": warehouse_io_from_env(),
             "raw_store": raw_store,
             "scoring": scoring_from_env(),
         },

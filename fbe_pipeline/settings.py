@@ -1,8 +1,9 @@
 """Where FBE keeps its local state: one git-ignored home directory (``FBE_HOME``).
 
-``$FBE_HOME`` (default ``./var``) holds the raw store (``raw/``), the DuckDB analytical store
-(``fbe.duckdb``), the Dagster instance (``dagster/``, used as ``DAGSTER_HOME``) and the
-user's instrument registrations (``instruments.yaml``).
+``$FBE_HOME`` (default ``./var``) holds the raw store (``raw/``), the pipeline's tables
+(``warehouse/``, per-session Parquet files queried with DuckDB), the Dagster instance
+(``dagster/``, used as ``DAGSTER_HOME``) and the user's instrument registrations
+(``instruments.yaml``).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ class Paths:
         return self.home / "raw"
 
     @property
-    def duckdb(self) -> Path:
-        """The DuckDB file with the pipeline's tables."""
-        return self.home / "fbe.duckdb"
+    def warehouse(self) -> Path:
+        """The local warehouse: the pipeline's tables as per-session Parquet files."""
+        return self.home / "warehouse"
 
     @property
     def dagster_home(self) -> Path:

@@ -73,7 +73,7 @@ def _recent_drift(home: Path, symbol: str, n: int) -> list[float]:
 
 
 def _signals(home: Path) -> pd.DataFrame:
-    frames = [batch_signals(db=home / "fbe.duckdb")[["signal_id", "symbol", "ts"]]]
+    frames = [batch_signals(source=home)[["signal_id", "symbol", "ts"]]]
     if signals_path(home).exists():
         store = LiveSignalStore(signals_path(home))
         try:

@@ -6,7 +6,6 @@ import importlib
 from datetime import date
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, materialize
@@ -16,8 +15,10 @@ from assets.partitions import partition_key
 from fbe_pipeline.market.ingest import load_file
 from fbe_pipeline.market.instruments import get_instrument
 from fbe_pipeline.storage.store import LocalRawStore
-from resources.duckdb_io import FbeDuckDBIOManager
+from fbe_pipeline.storage.tables import Warehouse
+from fbe_pipeline.storage.warehouse import open_tables
 from resources.fbe import RawStoreResource, ScoringConfigResource
+from resources.warehouse_io import FbeWarehouseIOManager
 from tests.realdata import require_data
 
 D1, D2 = date(2013, 10, 7), date(2013, 10, 8)
@@ -39,9 +40,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _resources(home: Path, db: str = "fbe.duckdb") -> dict[str, object]:
+def _resources(home: Path, db: str = "warehouse") -> dict[str, object]:
     return {
-        "io_manager": FbeDuckDBIOManager(database=str(home / db)),
+        "io_manager": FbeWarehouseIOManager(root=str(home / db)),
         "raw_store": RawStoreResource(home=str(home)),
         "scoring": ScoringConfigResource(config_json='{"trigger_score": 40}'),
     }
@@ -98,7 +99,7 @@ def test_tables_hold_both_partitions_with_spec_columns(
     materialized: tuple[Path, list[object]],
 ) -> None:
     home, _ = materialized
-    with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(home) as con:
         bars = con.execute(
             "select strftime(trading_date, '%Y-%m-%d'), count(*) from bars_1m group by 1 order by 1"
         ).fetchall()
@@ -141,7 +142,7 @@ def test_rematerializing_a_partition_replaces_it(materialized: tuple[Path, list[
         selection=["SPY/raw_ticks", "SPY/bars_1m"],
     )
     assert result.success
-    with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(home) as con:
         n = con.execute("select count(*) from bars_1m where trading_date='2013-10-07'").fetchone()
     assert n == (390,)
 
@@ -160,7 +161,7 @@ def test_failed_blocking_check_stops_downstream_assets(
     result = materialize(
         PIPELINE_ASSETS,
         partition_key=partition_key(D1),
-        resources=_resources(home, db="broken.duckdb"),
+        resources=_resources(home, db="broken"),
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
@@ -179,7 +180,7 @@ def test_partition_summary_counts_each_table(materialized: tuple[Path, list[obje
     from fbe_pipeline.storage.warehouse import partition_summary
 
     home, _ = materialized
-    rows = {r["date"]: r for r in partition_summary(home / "fbe.duckdb")}
+    rows = {r["date"]: r for r in partition_summary(home)}
     assert set(rows) >= {"2013-10-07", "2013-10-08"}
     day = rows["2013-10-08"]
     assert day["symbol"] == "SPY"
@@ -187,7 +188,7 @@ def test_partition_summary_counts_each_table(materialized: tuple[Path, list[obje
     assert day["bars"] == day["features"] == 390
     assert 0 < day["pokes"] < 390
     assert day["signals"] >= day["trades"] > 0
-    with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(home) as con:
         pnl, r, bps = con.execute(
             "select sum(pnl), sum(r_multiple), sum(return_bps) from backtest_trades "
             "where trading_date = '2013-10-08'"
@@ -204,9 +205,7 @@ def test_a_batched_run_writes_the_same_tables_as_one_run_per_session(
 
     home, _ = materialized
     job = define_asset_job("batched", selection=PIPELINE_ASSETS)
-    batched = Definitions(
-        assets=PIPELINE_ASSETS, jobs=[job], resources=_resources(home, "b.duckdb")
-    )
+    batched = Definitions(assets=PIPELINE_ASSETS, jobs=[job], resources=_resources(home, "b"))
     instance = DagsterInstance.ephemeral()
     result = batched.resolve_job_def("batched").execute_in_process(
         instance=instance,
@@ -237,8 +236,8 @@ def test_a_batched_run_writes_the_same_tables_as_one_run_per_session(
     tables += ["backtest_trades", "backtest_summary"]
     for table in tables:
         frames = []
-        for db in ("fbe.duckdb", "b.duckdb"):
-            with duckdb.connect(str(home / db), read_only=True) as con:
+        for db in ("warehouse", "b"):
+            with open_tables(Warehouse.local(home / db)) as con:
                 frames.append(con.execute(f"select * from {table} order by all").fetchdf())
         assert len(frames[0]) > 0, table
         pd.testing.assert_frame_equal(frames[0], frames[1], obj=table)

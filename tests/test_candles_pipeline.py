@@ -8,7 +8,6 @@ import os
 from datetime import date
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,6 +22,7 @@ from fbe_pipeline.pipeline import (
 )
 from fbe_pipeline.settings import prepare_dagster_home
 from fbe_pipeline.storage.store import LocalRawStore
+from fbe_pipeline.storage.warehouse import open_tables
 
 DAY = date(2013, 10, 7)
 SPY = get_instrument("SPY")
@@ -116,7 +116,7 @@ def test_a_candle_only_session_runs_through_the_pipeline_and_says_what_could_not
         assert materialize_partitions(store) == 0
     finally:
         os.environ.pop("DAGSTER_HOME", None)
-    with duckdb.connect(str(fbe_home / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(fbe_home) as con:
         ticks = con.execute("select count(*) from raw_ticks").fetchone()[0]
         bars = con.execute("select count(*), count(delta) from bars_1m").fetchone()
         unavailable = dict(

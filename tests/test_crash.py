@@ -23,13 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pytest
 
 from assets import PIPELINE_TABLES
 from fbe_pipeline.storage.integrity import verify_store
 from fbe_pipeline.storage.store import LocalRawStore
+from fbe_pipeline.storage.warehouse import open_tables
 from tests.processes import cli_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def _objects(run: Run) -> dict[str, str]:
 
 def _tables(home: Path) -> dict[str, pd.DataFrame]:
     """Every pipeline table, rows in a canonical order."""
-    with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(home) as con:
         return {t: con.execute(f"select * from main.{t} order by all").fetchdf() for t in TABLES}
 
 
@@ -199,7 +199,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory, sample_data: Path) -> Clean:
     assert len(objects) == 3
     assert verify_store(run.store).ok
     tables = _tables(home)
-    with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(home) as con:
         for name in TABLES:
             assert len(tables[name]) > 0, name
             assert set(tables[name]["symbol"]) == {"SPY", "BTCUSDT"}, name

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from fbe_pipeline.market.ingest import load_file
 from fbe_pipeline.market.instruments import get_instrument
 from fbe_pipeline.settings import prepare_dagster_home
 from fbe_pipeline.storage.store import LocalRawStore
+from fbe_pipeline.storage.warehouse import open_tables
 from tests.pg import PostgresServer
 from tests.realdata import require_data
 
@@ -72,7 +72,7 @@ def test_pipeline_runs_on_a_postgresql_backed_instance(pg_instance_env: Path) ->
     assert status == {d.isoformat(): "SUCCEEDED" for d in DAYS}
     # No SQLite instance files: everything went to PostgreSQL.
     assert not list((home / "dagster").rglob("*.db"))
-    with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(home) as con:
         bars = dict(
             con.execute(
                 "select strftime(trading_date, '%Y-%m-%d'), count(*) from bars_1m group by 1"

@@ -23,6 +23,7 @@ from fbe_pipeline.governance.users import PermissionDenied, add_user, authentica
 from fbe_pipeline.ops import models as m
 from fbe_pipeline.ops.db import engine_for, upgrade
 from fbe_pipeline.settings import REPO_ROOT
+from fbe_pipeline.storage.warehouse import open_tables
 from tests.processes import cli_env
 
 MINUTE = 60_000_000_000
@@ -231,9 +232,8 @@ def test_a_config_change_is_used_by_the_next_signals_of_a_real_session(
         load_file(store, "lean-trades", path, get_instrument("BAC"))
 
     def signals() -> pd.DataFrame:
-        import duckdb
 
-        with duckdb.connect(str(fbe_home / "fbe.duckdb"), read_only=True) as db:
+        with open_tables(fbe_home) as db:
             return db.execute("SELECT signal_id, config_version FROM signals").df()
 
     day = date(2013, 10, 8)

@@ -36,7 +36,7 @@ from fbe_pipeline.market.instruments import get_instrument
 from fbe_pipeline.quality.checks import check_live_parity
 from fbe_pipeline.settings import REPO_ROOT, prepare_dagster_home, sample_data_dir
 from fbe_pipeline.storage.store import LocalRawStore
-from fbe_pipeline.storage.warehouse import batch_signals
+from fbe_pipeline.storage.warehouse import batch_signals, open_tables
 from sensors.live_events import DagsterBarReporter
 
 KEY = b"live-test-key"
@@ -185,9 +185,8 @@ def test_dagster_saw_one_observation_per_closed_bar(live_run: LiveRun) -> None:
         ),
         limit=10_000,
     ).records
-    import duckdb
 
-    with duckdb.connect(str(live_run.home / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(live_run.home) as con:
         bars = con.execute(
             "select count(*) from bars_1m where symbol = 'SPY' and trading_date = '2013-10-08'"
         ).fetchone()

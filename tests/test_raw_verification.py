@@ -11,7 +11,6 @@ from datetime import date
 from pathlib import Path
 from types import ModuleType
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,6 +28,7 @@ from fbe_pipeline.storage.store import (
     object_key,
     sha256_bytes,
 )
+from fbe_pipeline.storage.warehouse import open_tables
 
 SPY_DAYS = (date(2013, 10, 7), date(2013, 10, 8))
 
@@ -178,7 +178,7 @@ def cli_home(
 
 
 def _bar_counts(home: Path) -> dict[tuple[str, str], int]:
-    with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(home) as con:
         rows = con.execute(
             "select symbol, strftime(trading_date, '%Y-%m-%d'), count(*) from bars_1m group by all"
         ).fetchall()

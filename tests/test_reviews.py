@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyotp
@@ -32,6 +31,7 @@ from fbe_pipeline.market.instruments import get_instrument
 from fbe_pipeline.reports.review import ReviewFrames, build_review, max_drawdown_r, to_markdown
 from fbe_pipeline.settings import prepare_dagster_home
 from fbe_pipeline.storage.store import LocalRawStore
+from fbe_pipeline.storage.warehouse import open_tables
 from tests.realdata import require_data
 
 D1, D2 = date(2013, 10, 7), date(2013, 10, 8)
@@ -72,7 +72,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def _table(root: Path, sql: str) -> pd.DataFrame:
-    with duckdb.connect(str(root / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(root) as con:
         return con.execute(sql).fetchdf()
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -26,6 +25,7 @@ from fbe_pipeline.market.ingest import load_file
 from fbe_pipeline.market.instruments import get_instrument
 from fbe_pipeline.storage.store import sha256_bytes
 from fbe_pipeline.storage.store_s3 import MANIFEST_PREFIX, S3RawStore
+from fbe_pipeline.storage.warehouse import open_tables
 from resources.fbe import RawStoreResource
 
 
@@ -64,7 +64,7 @@ def s3_cli(
 
 
 def _close_sum(home: Path) -> float:
-    with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(home) as con:
         count, total = con.execute("select count(*), sum(close) from bars_1m").fetchone() or (0, 0)
     assert count == 390
     return float(total)
@@ -193,7 +193,7 @@ def test_debug_logging_never_prints_credentials(tmp_path: Path, s3_env: dict[str
     logged = "\n".join(outputs)
     assert "DEBUG" in logged  # the level took effect: there is debug output to search
     for path in home.rglob("*"):
-        if path.is_file() and path.suffix not in (".parquet", ".duckdb"):
+        if path.is_file() and path.suffix not in (".parquet",):
             logged += path.read_bytes().decode("utf-8", "replace")
     for name, value in SECRETS.items():
         assert value not in logged, f"{name} leaked into logs"

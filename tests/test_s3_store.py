@@ -7,7 +7,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, materialize
@@ -21,8 +20,9 @@ from fbe_pipeline.market.instruments import get_instrument
 from fbe_pipeline.storage.integrity import verify_store
 from fbe_pipeline.storage.store import LocalRawStore, ObjectExistsError, frame_to_parquet
 from fbe_pipeline.storage.store_s3 import S3RawStore, init_bucket
-from resources.duckdb_io import FbeDuckDBIOManager
+from fbe_pipeline.storage.warehouse import open_tables
 from resources.fbe import RawStoreResource, ScoringConfigResource
+from resources.warehouse_io import FbeWarehouseIOManager
 
 DAY = date(2013, 10, 7)
 
@@ -125,14 +125,14 @@ def _bars(home: Path, raw_store: RawStoreResource) -> pd.DataFrame:
         selection=["SPY/raw_ticks", "SPY/bars_1m"],
         partition_key=partition_key(DAY),
         resources={
-            "io_manager": FbeDuckDBIOManager(database=str(home / "fbe.duckdb")),
+            "io_manager": FbeWarehouseIOManager(home=str(home)),
             "raw_store": raw_store,
             "scoring": ScoringConfigResource(),
         },
         instance=DagsterInstance.ephemeral(),
     )
     assert result.success
-    with duckdb.connect(str(home / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(home) as con:
         return con.execute("select * from bars_1m order by ts").fetchdf()
 
 

@@ -8,7 +8,6 @@ import math
 from datetime import date
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -41,8 +40,9 @@ from fbe_pipeline.research.walk_forward import (
     walk_forward,
 )
 from fbe_pipeline.storage.store import LocalRawStore
-from resources.duckdb_io import FbeDuckDBIOManager
+from fbe_pipeline.storage.warehouse import open_tables
 from resources.fbe import RawStoreResource, ScoringConfigResource
+from resources.warehouse_io import FbeWarehouseIOManager
 
 SYMBOLS = ("SPY", "BAC")
 DAYS = [date(2013, 10, d) for d in (7, 8, 9, 10, 11)]
@@ -98,7 +98,7 @@ def test_sessions_give_the_trades_of_the_pipeline_assets(
         lane_assets(lane),
         partition_key=partition_key(DAYS[0]),
         resources={
-            "io_manager": FbeDuckDBIOManager(database=str(tmp_path / "fbe.duckdb")),
+            "io_manager": FbeWarehouseIOManager(home=str(tmp_path)),
             "raw_store": RawStoreResource(home=str(home)),
             "scoring": ScoringConfigResource(config_json='{"trigger_score": 30}'),
         },
@@ -106,7 +106,7 @@ def test_sessions_give_the_trades_of_the_pipeline_assets(
         selection=[lane.key(t) for t in PIPELINE_TABLES[:-1]],
     )
     assert result.success
-    with duckdb.connect(str(tmp_path / "fbe.duckdb"), read_only=True) as con:
+    with open_tables(tmp_path) as con:
         stored = con.execute("select * from backtest_trades order by entry_time").fetchdf()
     spy = load_sessions(LocalRawStore(home / "raw"), get_instrument("SPY"), DAYS[:1])
     ours = direct_trades(spy, ScoringConfig.from_dict({"trigger_score": 30}))

@@ -76,7 +76,7 @@ def latest_signals(home: Path, limit: int = 50) -> tuple[Table, Table, list[str]
         finally:
             store.close()
     try:
-        batch = batch_signals(db=home / "fbe.duckdb")
+        batch = batch_signals(source=home)
     except duckdb.Error as exc:
         problems.append(f"batch signals unavailable: {exc}")
         batch = pd.DataFrame(columns=SIGNAL_COLUMNS)

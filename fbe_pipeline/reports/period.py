@@ -18,7 +18,8 @@ from fbe_pipeline.reports.review import (
     render_review,
     report_path,
 )
-from fbe_pipeline.storage.warehouse import connect, table_names
+from fbe_pipeline.storage.tables import Warehouse
+from fbe_pipeline.storage.warehouse import table_names, warehouse_from_env
 
 _TABLES = {
     "bars": "bars_1m",
@@ -33,21 +34,13 @@ class NoSessionsError(LookupError):
     """The analytical store has no materialized session of the symbol in the date range."""
 
 
-def _utc(frame: pd.DataFrame) -> pd.DataFrame:
-    # DuckDB returns TIMESTAMPTZ in the session time zone; the review works in UTC.
-    for column in frame.columns:
-        if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
-            frame[column] = frame[column].dt.tz_convert("UTC")
-    return frame
-
-
-def tick_drift(database: Path, symbol: str, start: date, end: date) -> pd.Series:
+def tick_drift(warehouse: Warehouse, symbol: str, start: date, end: date) -> pd.Series:
     """``drift_ms`` (``ts_recv - ts_event``, ms, float64; NaN where unknown) of the symbol's
     ticks with trading dates from ``start`` to ``end``, read as one column of ``raw_ticks``
     (loading the table would read each tick's sixteen); empty without the table."""
-    if "raw_ticks" not in table_names(database):
+    if "raw_ticks" not in warehouse.tables():
         return pd.Series(dtype="float64")
-    with connect(str(database), read_only=True) as con:
+    with warehouse.query() as con:
         frame = con.execute(
             "select drift_ms from raw_ticks where symbol = ? and trading_date between ? and ?",
             [symbol, start, end],
@@ -56,15 +49,19 @@ def tick_drift(database: Path, symbol: str, start: date, end: date) -> pd.Series
 
 
 def period_frames(
-    database: Path, engine: Engine | None, instrument: Instrument, start: date, end: date
+    warehouse: Warehouse,
+    engine: Engine | None,
+    instrument: Instrument,
+    start: date,
+    end: date,
 ) -> tuple[ReviewFrames, list[date]]:
     """The rows of ``instrument``'s sessions from ``start`` to ``end`` (inclusive) of the
     pipeline tables, its paper entry fills and its ticks' clock drift.
 
     Parameters
     ----------
-    database : Path
-        The DuckDB file (``$FBE_HOME/fbe.duckdb``).
+    warehouse : Warehouse
+        The pipeline's tables.
     engine : sqlalchemy.Engine or None
         The operational store for paper fills (None: no fills).
 
@@ -83,15 +80,15 @@ def period_frames(
     """
     if start > end:
         raise ValueError(f"the range starts ({start}) after it ends ({end})")
-    present = table_names(database)
+    present = table_names(warehouse)
     frames: dict[str, pd.DataFrame] = {}
     args = [instrument.symbol, start, end]
     where = "where symbol = ? and trading_date between ? and ?"
-    with connect(str(database), read_only=True) as con:
+    with warehouse.query() as con:
         for name, table in _TABLES.items():
             if table not in present:
                 raise NoSessionsError(f"nothing materialized yet (no {table} table)")
-            frames[name] = _utc(con.execute(f"select * from {table} {where}", args).fetchdf())
+            frames[name] = con.execute(f"select * from {table} {where}", args).fetchdf()
     days = sorted(set(pd.to_datetime(frames["bars"]["trading_date"]).dt.date))
     if not days:
         raise NoSessionsError(f"no {instrument.symbol} session materialized from {start} to {end}")
@@ -107,7 +104,7 @@ def period_frames(
         trades=frames["trades"],
         regimes=frames["regimes"],
         fills=fills,
-        drift_ms=tick_drift(database, instrument.symbol, start, end),
+        drift_ms=tick_drift(warehouse, instrument.symbol, start, end),
     )
     return review_frames, days
 
@@ -128,7 +125,7 @@ def period_review(
     NoSessionsError, ValueError
         As :func:`period_frames`.
     """
-    frames, days = period_frames(home / "fbe.duckdb", engine, instrument, start, end)
+    frames, days = period_frames(warehouse_from_env(home), engine, instrument, start, end)
     review = build_review("range", instrument, days[0], days[-1], len(days), frames)
     page = report_path(home, review)
     render_review(review, frames, instrument, page)

@@ -1,21 +1,27 @@
-"""Read-only queries over the DuckDB analytical store (``$FBE_HOME/fbe.duckdb``)."""
+"""Read-only queries over the pipeline's tables (:mod:`fbe_pipeline.storage.tables`), and the
+warehouse of the environment: ``FBE_WAREHOUSE_BACKEND`` ``local`` (default,
+``$FBE_HOME/warehouse``) or ``s3`` (bucket ``FBE_WAREHOUSE_BUCKET``, default the raw store's
+``FBE_S3_BUCKET``; keys under ``FBE_S3_PREFIX`` + ``warehouse/``; endpoint and region
+``FBE_S3_ENDPOINT_URL`` / ``FBE_S3_REGION``; credentials from the usual AWS environment)."""
 
 from __future__ import annotations
 
-import time
+import functools
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
 
-from fbe_pipeline.settings import paths
+from fbe_pipeline.settings import Paths, fbe_home
+from fbe_pipeline.storage.tables import S3TableFiles, Warehouse
 
-# DuckDB admits one writer process per file; concurrent runs wait for the lock this long.
-LOCK_TIMEOUT_S = 300.0
-
+WAREHOUSE_PREFIX = "warehouse/"
 _SUMMARY_SQL = """
 with t as (select symbol, trading_date, count(*) n from raw_ticks group by all),
      b as (select symbol, trading_date, count(*) n from bars_1m group by all),
@@ -36,58 +42,85 @@ order by b.symbol, day
 """
 
 
-@contextmanager
-def connect(
-    database: str, read_only: bool = False, timeout_s: float = LOCK_TIMEOUT_S
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection to ``database``, waiting (with backoff) while another process holds
-    DuckDB's file lock (one writer process per file; readers wait for it too).
+def warehouse_from_env(home: Path | None = None) -> Warehouse:
+    """The warehouse configured by the environment (see the module docstring) for ``home``
+    (default ``$FBE_HOME``).
 
     Raises
     ------
-    duckdb.IOException
-        If the lock is still held after ``timeout_s`` seconds, or on any other I/O error.
+    ValueError
+        On an unknown ``FBE_WAREHOUSE_BACKEND``, or ``s3`` without a bucket.
     """
-    if not read_only:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    delay = 0.05
-    while True:
-        try:
-            con = duckdb.connect(database, read_only=read_only)
-            break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-    try:
+    home = home or fbe_home()
+    backend = os.environ.get("FBE_WAREHOUSE_BACKEND", "") or "local"
+    if backend == "local":
+        return Warehouse.local(Paths(home).warehouse)
+    if backend == "s3":
+        bucket = os.environ.get("FBE_WAREHOUSE_BUCKET") or os.environ.get("FBE_S3_BUCKET", "")
+        if not bucket:
+            raise ValueError("the s3 warehouse needs FBE_WAREHOUSE_BUCKET or FBE_S3_BUCKET")
+        return Warehouse(
+            S3TableFiles(
+                s3_client(
+                    os.environ.get("FBE_S3_ENDPOINT_URL", ""),
+                    os.environ.get("FBE_S3_REGION", "") or "us-east-1",
+                ),
+                bucket,
+                os.environ.get("FBE_S3_PREFIX", "") + WAREHOUSE_PREFIX,
+            )
+        )
+    raise ValueError(f"unknown FBE_WAREHOUSE_BACKEND {backend!r}; expected 'local' or 's3'")
+
+
+@functools.lru_cache(maxsize=8)
+def s3_client(endpoint_url: str, region: str) -> Any:
+    """A boto3 S3 client, one per endpoint and region in a process (clients are thread-safe
+    and slow to make); botocore's loggers are held at WARNING first (at DEBUG they print
+    signed request headers and the credentials found)."""
+    import boto3
+
+    for name in ("botocore", "boto3", "s3transfer", "urllib3"):
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+    return boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region)
+
+
+def _warehouse(source: Warehouse | Path | None) -> Warehouse:
+    """A warehouse as given, or the environment's for the FBE home ``source``."""
+    return source if isinstance(source, Warehouse) else warehouse_from_env(source)
+
+
+@contextmanager
+def open_tables(source: Warehouse | Path | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB connection where each pipeline table is queryable by name (see
+    :meth:`fbe_pipeline.storage.tables.Warehouse.query`).
+
+    Parameters
+    ----------
+    source : Warehouse or Path or None
+        A warehouse, or an FBE home whose warehouse the environment configures (None:
+        ``$FBE_HOME``).
+    """
+    with _warehouse(source).query() as con:
         yield con
-    finally:
-        con.close()
 
 
-def table_names(db: Path | None = None) -> set[str]:
-    """Names of the tables in the DuckDB file (empty set when the file does not exist)."""
-    db = db or paths().duckdb
-    if not db.exists():
-        return set()
-    with connect(str(db), read_only=True) as con:
-        return {
-            r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()
-        }
+def table_names(source: Warehouse | Path | None = None) -> set[str]:
+    """Names of the tables with at least one materialized session (empty before any run)."""
+    return _warehouse(source).tables()
 
 
-def partition_summary(db: Path | None = None) -> list[dict[str, object]]:
+def partition_summary(source: Warehouse | Path | None = None) -> list[dict[str, object]]:
     """Per symbol and trading day: ``ticks``, ``bars``, ``features`` (feature rows), ``pokes``
     (bars poking out of their range), ``signals``, ``trades``, ``pnl`` (sum of backtest
     trade PnL, price currency per unit), ``pnl_r`` (sum of R multiples) and ``pnl_bps`` (sum
-    of trade returns, bps of entry). Empty before the first run."""
-    db = db or paths().duckdb
-    needed = {"raw_ticks", "bars_1m", "features", "signals", "backtest_trades"}
-    if not needed <= table_names(db):
+    of trade returns, bps of entry). Empty before the first run. ``source`` as
+    :func:`open_tables`."""
+    warehouse = _warehouse(source)
+    if "bars_1m" not in warehouse.tables():
         return []
-    with connect(str(db), read_only=True) as con:
+    with warehouse.query() as con:
         rows = con.execute(_SUMMARY_SQL).fetchall()
     return [
         {
@@ -111,7 +144,7 @@ def batch_signals(
     symbol: str | None = None,
     start: date | None = None,
     end: date | None = None,
-    db: Path | None = None,
+    source: Warehouse | Path | None = None,
 ) -> pd.DataFrame:
     """Rows of the ``signals`` table, ordered by ``ts`` then ``symbol``.
 
@@ -120,6 +153,8 @@ def batch_signals(
     symbol : str, optional
     start, end : datetime.date, optional
         Inclusive trading-date bounds.
+    source : Warehouse or Path or None
+        As :func:`open_tables`.
 
     Returns
     -------
@@ -129,9 +164,7 @@ def batch_signals(
     """
     from fbe_pipeline.research.scoring import SIGNAL_COLUMNS
 
-    db = db or paths().duckdb
-    if "signals" not in table_names(db):
-        return pd.DataFrame(columns=list(SIGNAL_COLUMNS))
+    warehouse = _warehouse(source)
     where: list[str] = ["true"]
     args: list[object] = []
     if symbol:
@@ -144,7 +177,7 @@ def batch_signals(
         where.append("trading_date <= ?")
         args.append(end)
     columns = ", ".join(f'"{c}"' for c in SIGNAL_COLUMNS)
-    with connect(str(db), read_only=True) as con:
+    with warehouse.query() as con:
         frame = con.execute(
             f"select {columns} from signals where {' and '.join(where)} order by ts, symbol", args
         ).df()
