@@ -259,6 +259,15 @@ def materialize(
             min=1, help="most consecutive sessions of one symbol per run (1: one per run)"
         ),
     ] = SESSIONS_PER_RUN,
+    through: Annotated[
+        str | None,
+        typer.Option(
+            help="materialize only this asset (e.g. backtest_summary) and what it depends on"
+        ),
+    ] = None,
+    parallel: Annotated[
+        int, typer.Option(min=1, help="most instruments materialized at once, one process each")
+    ] = 1,
 ) -> None:
     """Materialize every partition that has raw data, in date order, through Dagster."""
     from fbe_pipeline.definitions import NothingToMaterializeError, materialize_partitions
@@ -289,11 +298,21 @@ def materialize(
     prepare_dagster_home()
     try:
         failures = materialize_partitions(
-            store, symbols=symbol, start=start, end=end, console=console, batch=batch
+            store,
+            symbols=symbol,
+            start=start,
+            end=end,
+            console=console,
+            batch=batch,
+            through=through,
+            parallel=parallel,
         )
     except NothingToMaterializeError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
     if failures:
         err.print(f"[red]{failures} partition runs failed[/red]")
         raise typer.Exit(1)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import io
+import multiprocessing
 import os
 import re
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import date
 from pathlib import Path
 
@@ -14,13 +17,13 @@ import pandas as pd
 from dagster import (
     AssetKey,
     AssetsDefinition,
+    AssetSelection,
     AssetSpec,
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
     SourceAsset,
     definitions,
-    in_process_executor,
 )
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -36,6 +39,7 @@ from assets.reviews import (
     lane_checks,
 )
 from assets.walk_forward import build_walk_forward
+from fbe_pipeline.executor import executor_from_env
 from fbe_pipeline.live.tail import landing_days
 from fbe_pipeline.market.instruments import load_instruments
 from fbe_pipeline.pipeline import loaded_sessions
@@ -117,9 +121,9 @@ def build_definitions(lanes: list[Lane] | None = None) -> Definitions:
             integrity_schedule,
             *(s for lane in lanes for s in build_review_schedules(lane)),
         ],
-        # One process per run: a session's steps are small, and a subprocess per step cost
-        # more than the steps themselves (UI-launched runs took 34-48 s for 12 s of work).
-        executor=in_process_executor,
+        # One process per run unless FBE_EXECUTOR scales out: a session's steps are small, and a
+        # subprocess per step cost more than the steps (UI runs took 34-48 s for 12 s of work).
+        executor=executor_from_env(),
         resources={
             "io_manager": warehouse_io_from_env(),
             "raw_store": raw_store,
@@ -170,6 +174,8 @@ def materialize_partitions(
     end: date | None = None,
     console: Console | None = None,
     batch: int = SESSIONS_PER_RUN,
+    through: str | None = None,
+    parallel: int = 1,
 ) -> int:
     """Run each instrument's pipeline job for every session with raw ticks, in date order.
 
@@ -188,6 +194,12 @@ def materialize_partitions(
     ----------
     batch : int
         Most sessions per run (>= 1; 1 runs every session on its own).
+    through : str, optional
+        Materialize only this asset of each lane (e.g. ``backtest_summary``) and the assets
+        upstream of it, with their checks; None: the whole pipeline job (reviews included).
+    parallel : int
+        Most instruments whose runs go at once, each in its own process (>= 1). Instruments
+        write different warehouse files, so the tables are the same as one at a time.
 
     Returns
     -------
@@ -199,10 +211,12 @@ def materialize_partitions(
     NothingToMaterializeError
         When no session with raw ticks matches the symbols and dates.
     ValueError
-        When ``batch`` < 1.
+        When ``batch`` or ``parallel`` < 1, or ``through`` is not an asset of the pipeline.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1 session per run, got {batch}")
+    if parallel < 1:
+        raise ValueError(f"parallel must be at least 1 instrument at a time, got {parallel}")
     instance = dagster_instance()
     known = known_partitions(store, instance)
     lanes = {lane.symbol: lane for lane in build_lanes(known)}
@@ -235,6 +249,9 @@ def materialize_partitions(
         for sym, wanted in runnable.items()
         for days in session_batches(lanes[sym].partitions_def.get_partition_keys(), wanted, batch)
     )
+    selections = {sym: _selection(definitions, sym, through) for sym in runnable}
+    if parallel > 1 and len(runnable) > 1:
+        return _materialize_in_parallel(sorted(runnable), start, end, batch, through, parallel, out)
     jobs = {sym: definitions.resolve_job_def(pipeline_job_name(sym)) for sym in lanes}
     failures = 0
     with Progress(
@@ -259,6 +276,7 @@ def materialize_partitions(
                 instance=instance,
                 raise_on_error=False,
                 run_config=_QUIET,
+                asset_selection=selections[sym],
             )
 
         for _, sym, days in batches:
@@ -277,6 +295,73 @@ def materialize_partitions(
                         f"[red]run failed: {sym} {day} ({single.run_id}): {_failure(single)}[/red]"
                     )
             progress.advance(task, len(days))
+    return failures
+
+
+def _selection(definitions: Definitions, symbol: str, through: str | None) -> list[AssetKey] | None:
+    """The lane's assets up to and including ``through`` (None: the whole job).
+
+    Raises
+    ------
+    ValueError
+        When ``through`` names no materializable asset of the lane.
+    """
+    if through is None:
+        return None
+    graph = definitions.resolve_asset_graph()
+    target = AssetKey([symbol, through])
+    lane_keys = {k for k in graph.materializable_asset_keys if k.path[0] == symbol}
+    if target not in lane_keys:
+        names = ", ".join(sorted(k.path[-1] for k in lane_keys))
+        raise ValueError(f"no asset {through!r} in {symbol}'s pipeline; its assets: {names}")
+    upstream = AssetSelection.assets(target).upstream().resolve(graph)
+    return sorted(upstream & lane_keys, key=str)
+
+
+def _materialize_lane(
+    symbol: str, start: date | None, end: date | None, batch: int, through: str | None
+) -> tuple[int, str]:
+    """One instrument's :func:`materialize_partitions` in a worker process: its failures and
+    its console output (shown by the parent when the instrument is done)."""
+    text = io.StringIO()
+    failures = materialize_partitions(
+        raw_store_from_env(deferred=False).get_store(),
+        symbols=[symbol],
+        start=start,
+        end=end,
+        console=Console(file=text, width=120),
+        batch=batch,
+        through=through,
+    )
+    return failures, text.getvalue()
+
+
+def _materialize_in_parallel(
+    symbols: list[str],
+    start: date | None,
+    end: date | None,
+    batch: int,
+    through: str | None,
+    parallel: int,
+    out: Console,
+) -> int:
+    """Each instrument's sessions in a process of its own, ``parallel`` at a time (spawned:
+    a fresh interpreter, the same environment); the total of failed sessions."""
+    failures = 0
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=context) as pool:
+        started = time.perf_counter()
+        futures = {
+            pool.submit(_materialize_lane, sym, start, end, batch, through): sym for sym in symbols
+        }
+        for future in as_completed(futures):
+            lane_failures, text = future.result()
+            failures += lane_failures
+            out.print(text, end="")
+            out.print(
+                f"{futures[future]} done in {time.perf_counter() - started:.1f} s"
+                + (f", [red]{lane_failures} sessions failed[/red]" if lane_failures else "")
+            )
     return failures
 
 
