@@ -106,9 +106,7 @@ def _frames(
         trades=rows["backtest_trades"],
         regimes=rows["regime_tags"],
         fills=fills,
-        drift_ms=tick_drift(
-            context.resources.io_manager.warehouse(), instrument.symbol, days[0], days[-1]
-        ),
+        drift_ms=tick_drift(context.resources.io_manager.warehouse(), instrument.symbol, days),
         failed_checks=_failed_checks(context, checks, days),
     )
 

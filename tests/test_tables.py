@@ -52,6 +52,9 @@ def test_real_bars_round_trip_exactly_one_file_per_session(
     one = warehouse.read("bars_1m", "SPY", [DAYS[1]])
     assert len(one) == 390 and set(one["trading_date"].dt.date) == {DAYS[1]}
     assert warehouse.read("bars_1m", "BAC", list(DAYS)).empty
+    closes = warehouse.read("bars_1m", "SPY", list(DAYS), columns=["ts", "close"])
+    assert list(closes.columns) == ["ts", "close"]
+    pd.testing.assert_frame_equal(closes, spy_bars[["ts", "close"]].reset_index(drop=True))
 
 
 def test_a_session_written_again_with_no_rows_is_emptied(

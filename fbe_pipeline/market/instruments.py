@@ -6,6 +6,7 @@ The shipped list is ``fbe_pipeline/market/instruments.yaml``; instruments regist
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -163,11 +164,20 @@ def _from_dict(raw: dict[str, object]) -> Instrument:
         raise InstrumentError(f"instrument entry {raw!r} lacks field {exc.args[0]!r}") from exc
 
 
-def _read_file(path: Path) -> list[Instrument]:
-    if not path.exists():
-        return []
-    doc = yaml.safe_load(path.read_text()) or {}
-    return [_from_dict(entry) for entry in doc.get("instruments", [])]
+def _read_file(path: Path) -> tuple[Instrument, ...]:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return ()
+    return _parse_file(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_file(path: str, _mtime_ns: int, _size: int) -> tuple[Instrument, ...]:
+    # Keyed by modification time and size: every step of a run looks instruments up, and a
+    # registration made meanwhile (`fbe load --calendar`) changes both.
+    doc = yaml.safe_load(Path(path).read_text()) or {}
+    return tuple(_from_dict(entry) for entry in doc.get("instruments", []))
 
 
 def load_instruments(local_file: Path | None = None) -> dict[str, Instrument]:

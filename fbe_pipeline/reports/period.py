@@ -3,6 +3,7 @@ analytics page): the same figures and charts as the daily and weekly reviews."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -34,18 +35,12 @@ class NoSessionsError(LookupError):
     """The analytical store has no materialized session of the symbol in the date range."""
 
 
-def tick_drift(warehouse: Warehouse, symbol: str, start: date, end: date) -> pd.Series:
+def tick_drift(warehouse: Warehouse, symbol: str, days: Sequence[date]) -> pd.Series:
     """``drift_ms`` (``ts_recv - ts_event``, ms, float64; NaN where unknown) of the symbol's
-    ticks with trading dates from ``start`` to ``end``, read as one column of ``raw_ticks``
-    (loading the table would read each tick's sixteen); empty without the table."""
-    if "raw_ticks" not in warehouse.tables():
-        return pd.Series(dtype="float64")
-    with warehouse.query() as con:
-        frame = con.execute(
-            "select drift_ms from raw_ticks where symbol = ? and trading_date between ? and ?",
-            [symbol, start, end],
-        ).fetchdf()
-    return frame["drift_ms"].astype("float64")
+    ticks of the sessions ``days``, read as one column of ``raw_ticks`` (loading the table would
+    read each tick's sixteen); empty when none was materialized."""
+    frame = warehouse.read("raw_ticks", symbol, days, columns=["drift_ms"])
+    return frame["drift_ms"].astype("float64").reset_index(drop=True)
 
 
 def period_frames(
@@ -104,7 +99,7 @@ def period_frames(
         trades=frames["trades"],
         regimes=frames["regimes"],
         fills=fills,
-        drift_ms=tick_drift(warehouse, instrument.symbol, start, end),
+        drift_ms=tick_drift(warehouse, instrument.symbol, days),
     )
     return review_frames, days
 

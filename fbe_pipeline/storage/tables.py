@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -236,24 +237,31 @@ class Warehouse:
             If a row's ``trading_date`` is not one of ``days``, or a value does not fit its
             contract type.
         """
-        schema = arrow_schema(table)
+        arrow = _arrow_table(frame, arrow_schema(table))
         if symbol is None or days is None:
-            self.files.put(_key(table, None, None), _parquet(frame, schema))
+            self.files.put(_key(table, None, None), _parquet(arrow))
             return
         wanted = set(days)
-        by_day: dict[date, pd.DataFrame] = {}
-        if not frame.empty:
-            stamps = pd.to_datetime(frame["trading_date"]).dt.date
-            outside = sorted(set(stamps) - wanted)
-            if outside:
-                raise ValueError(
-                    f"{table}: rows of {symbol} dated {', '.join(map(str, outside[:3]))} are "
-                    f"outside the sessions being written ({min(wanted)}..{max(wanted)})"
-                )
-            by_day = {day: part for day, part in frame.groupby(stamps.to_numpy(), sort=True)}
+        stamps = (
+            frame["trading_date"].to_numpy().astype("datetime64[D]")
+            if not frame.empty
+            else np.array([], dtype="datetime64[D]")
+        )
+        present = {d.astype(date): d for d in np.unique(stamps)}
+        outside = sorted(set(present) - wanted)
+        if outside:
+            raise ValueError(
+                f"{table}: rows of {symbol} dated {', '.join(map(str, outside[:3]))} are "
+                f"outside the sessions being written ({min(wanted)}..{max(wanted)})"
+            )
         for day in sorted(wanted):
-            part = by_day.get(day, frame.iloc[0:0])
-            self.files.put(_key(table, symbol, day), _parquet(part, schema))
+            if day not in present:
+                part = arrow.slice(0, 0)
+            elif len(present) == 1:
+                part = arrow
+            else:
+                part = arrow.filter(pa.array(stamps == present[day]))
+            self.files.put(_key(table, symbol, day), _parquet(part))
 
     def read(
         self,
@@ -275,9 +283,11 @@ class Warehouse:
         Raises
         ------
         KeyError
-            If the table has no contract.
+            If the table has no contract, or ``columns`` names a column it lacks.
         """
         schema = arrow_schema(table)
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
         if symbol is not None and days is not None:
             keys = [_key(table, symbol, d) for d in sorted(set(days))]
         else:
@@ -286,20 +296,22 @@ class Warehouse:
                 keys = [k for k in keys if k.split("/")[1] == symbol]
         parts = [t for t in (self._arrow(k, schema) for k in keys) if t is not None]
         merged = pa.concat_tables(parts) if parts else schema.empty_table()
-        frame = _conform(merged.to_pandas(), table)
-        return frame[list(columns)] if columns is not None else frame
+        return _conform(merged.to_pandas(), table)
 
     def _arrow(self, key: str, schema: pa.Schema) -> pa.Table | None:
         path = self.files.local_path(key)
         if path is not None:
             if not os.path.exists(path):
                 return None
-            read = pq.read_table(path)
+            source: Any = path
         else:
             data = self.files.get(key)
             if data is None:
                 return None
-            read = pq.read_table(io.BytesIO(data))
+            source = io.BytesIO(data)
+        with pq.ParquetFile(source) as file:
+            present = set(file.schema_arrow.names)
+            read = file.read(columns=[c for c in schema.names if c in present])
         # Files written before a contract gained a column lack it: add it as nulls.
         cols = [
             read.column(f.name) if f.name in read.column_names else pa.nulls(len(read), f.type)
@@ -364,22 +376,34 @@ def _typed(dtypes: dict[str, str], present: set[str]) -> str:
     )
 
 
-def _parquet(frame: pd.DataFrame, schema: pa.Schema) -> bytes:
-    """``frame`` as Parquet bytes with the contract's schema (columns it lacks are null)."""
-    data = {
-        f.name: (
-            frame[f.name]
-            if f.name in frame.columns
-            else pd.Series(None, index=frame.index, dtype=object)
+def _arrow_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """``frame`` as an Arrow table with the contract's schema (columns it lacks are null).
+
+    Raises
+    ------
+    ValueError
+        If a column's values do not fit its contract type.
+    """
+    if list(frame.columns) != schema.names:
+        frame = pd.DataFrame(
+            {
+                f.name: (
+                    frame[f.name]
+                    if f.name in frame.columns
+                    else pd.Series(None, index=frame.index, dtype=object)
+                )
+                for f in schema
+            },
+            index=frame.index,
         )
-        for f in schema
-    }
     try:
-        table = pa.Table.from_pandas(
-            pd.DataFrame(data, index=frame.index), schema=schema, preserve_index=False
-        )
+        return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise ValueError(f"a frame does not fit the contract {schema.names}: {exc}") from exc
+
+
+def _parquet(table: pa.Table) -> bytes:
+    """An Arrow table as Parquet bytes."""
     out = io.BytesIO()
     pq.write_table(table, out)
     return out.getvalue()
@@ -388,7 +412,7 @@ def _parquet(frame: pd.DataFrame, schema: pa.Schema) -> bytes:
 def _conform(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     """Cast to the contract's dtypes where Arrow's round trip differs (e.g. nullable ints)."""
     for column, dtype in contract_dtypes(table).items():
-        if dtype == "str":
+        if dtype == "str" or column not in frame.columns:
             continue
         if str(frame[column].dtype) != dtype:
             frame[column] = frame[column].astype(dtype)
