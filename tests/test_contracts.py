@@ -3,6 +3,9 @@ what it refuses, naming the offending rows."""
 
 from __future__ import annotations
 
+from datetime import date
+from pathlib import Path
+
 import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
@@ -48,3 +51,36 @@ def test_every_text_column_of_the_contracts_maps_to_str() -> None:
     ]
     assert ("raw_ticks", "side") in texts and ("signals", "symbol") in texts
     assert all(str(ALL[t].columns[c].dtype) == "str" for t, c in texts)
+
+
+def test_the_dagster_type_checks_the_output_in_place_and_still_refuses_bad_frames(
+    sample_data: Path,
+) -> None:
+    from dagster import check_dagster_type
+
+    from assets.common import contract_type
+    from fbe_pipeline.quality.schemas import BARS_1M
+
+    bars = _spy_bars(sample_data)
+    before = bars.copy()
+    dagster_type = contract_type(BARS_1M)
+    assert dagster_type is contract_type(BARS_1M)
+    assert check_dagster_type(dagster_type, bars).success
+    pd.testing.assert_frame_equal(bars, before)
+    broken = bars.assign(volume=-bars["volume"])
+    result = check_dagster_type(dagster_type, broken)
+    assert not result.success
+    assert "volume" in str(result.metadata) + str(result.description)
+
+
+def _spy_bars(sample_data: Path) -> pd.DataFrame:
+    from fbe_pipeline.market.instruments import get_instrument
+    from fbe_pipeline.market.sources.lean import read_lean_trades
+    from fbe_pipeline.pipeline import session_bars, session_ticks
+
+    spy, day = get_instrument("SPY"), date(2013, 10, 7)
+    raw = read_lean_trades(
+        sample_data / f"lean/spy/tick/{day:%Y%m%d}_trade.zip", "SPY", spy.tz, 10_000.0
+    )
+    ticks, _ = session_ticks(raw, None, spy, day)
+    return session_bars(ticks, spy, day)
