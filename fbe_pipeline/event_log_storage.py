@@ -23,7 +23,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from dagster import Field, StringSource
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SqliteEventLogStorage,
+)
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy import create_engine
@@ -46,6 +49,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_lock = threading.Lock()
+        self._tables: set[str] = set()
         super().__init__(base_dir or default_base_dir(), inst_data)
 
     @classmethod
@@ -92,11 +96,24 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             with engine.connect() as conn, conn.begin():
                 yield conn
 
+    def has_table(self, table_name: str) -> bool:
+        """Whether the index shard has the table, on a kept connection; a table once seen is
+        not looked up again (Dagster asks before every asset check event it stores)."""
+        if table_name in self._tables:
+            return True
+        engine = self._engine(INDEX_SHARD_NAME)
+        with engine.connect() as conn:
+            present = bool(engine.dialect.has_table(conn, table_name))
+        if present:
+            self._tables.add(table_name)
+        return present
+
     def _dispose_engines(self) -> None:
         with self._engines_lock:
             for engine in self._engines.values():
                 engine.dispose()
             self._engines.clear()
+            self._tables.clear()
 
     def wipe(self) -> None:
         """Close every kept connection before Dagster deletes the shard files."""
