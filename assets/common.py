@@ -328,7 +328,8 @@ def check_result(name: str, outcome: CheckOutcome, warn: bool = False) -> AssetC
 
 
 def from_store(frame: pd.DataFrame) -> pd.DataFrame:
-    """Inputs read back from DuckDB carry the session time zone; normalise to UTC and sort."""
+    """An input as the domain functions take it: timestamps in UTC, ``trading_date`` naive,
+    rows in ``ts`` order (a look-back window spans several sessions' files)."""
     out = frame.copy()
     for col in out.columns:
         if isinstance(out[col].dtype, pd.DatetimeTZDtype):

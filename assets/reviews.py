@@ -90,12 +90,13 @@ def _failed_checks(
 
 def _frames(
     context: AssetExecutionContext,
-    checks: Mapping[AssetCheckKey, bool],
+    failed: Mapping[str, list[str]],
     instrument: Instrument,
     days: list[date],
     tables: dict[str, pd.DataFrame],
 ) -> ReviewFrames:
-    """The review inputs of ``days``: the tables' rows, paper fills, tick drift, checks."""
+    """The review inputs of ``days``: the tables' rows, paper fills, tick drift, and the failed
+    checks (``failed``, as :func:`_failed_checks` gives them) of those days."""
     rows = {name: _session_rows(from_store(frame), days) for name, frame in tables.items()}
     home = paths().home
     fills = entry_fills(config_store(home).engine, instrument.symbol, [d.isoformat() for d in days])
@@ -107,7 +108,7 @@ def _frames(
         regimes=rows["regime_tags"],
         fills=fills,
         drift_ms=tick_drift(context.resources.io_manager.warehouse(), instrument.symbol, days),
-        failed_checks=_failed_checks(context, checks, days),
+        failed_checks={d: c for d, c in failed.items() if date.fromisoformat(d) in days},
     )
 
 
@@ -182,8 +183,10 @@ def build_daily_review(lane: Lane, checks: Mapping[AssetCheckKey, bool]) -> Asse
         inputs = (bars_1m, scores, signals, backtest_trades, regime_tags)
         tables = dict(zip(REVIEW_INPUTS, inputs, strict=True))
         written = []
+        # One status query for the batch, not one per session.
+        failed = _failed_checks(context, checks, days)
         for day in days:
-            frames = _frames(context, checks, instrument, [day], tables)
+            frames = _frames(context, failed, instrument, [day], tables)
             review = build_review("daily", instrument, day, day, 1, frames)
             files = render_review(review, frames, instrument, report_path(paths().home, review))
             written.append((day, _metadata(to_markdown(review), review.figures, files)))
@@ -262,7 +265,7 @@ def build_weekly_review(lane: Lane, checks: Mapping[AssetCheckKey, bool]) -> Ass
             return MaterializeResult(metadata={"sessions": 0, "note": "no sessions this week"})
         inputs = (bars_1m, scores, signals, backtest_trades, regime_tags)
         tables = dict(zip(REVIEW_INPUTS, inputs, strict=True))
-        frames = _frames(context, checks, instrument, days, tables)
+        frames = _frames(context, _failed_checks(context, checks, days), instrument, days, tables)
         review = build_review("weekly", instrument, days[0], days[-1], len(days), frames)
         files = render_review(review, frames, instrument, report_path(paths().home, review))
         return MaterializeResult(
