@@ -44,6 +44,9 @@ def test_the_repository_instance_uses_it_and_dagsters_storage_reads_its_files(
     assert 1 <= len(storage._engines) <= 3
     assert instance.get_materialized_partitions(AssetKey("counted")) == set(keys)
     assert storage.has_table("asset_check_executions")
+    with storage.index_connection() as conn:
+        assert conn.exec_driver_sql("pragma synchronous").scalar() == 1  # NORMAL
+        assert conn.exec_driver_sql("pragma journal_mode").scalar() == "wal"
     instance.dispose()
     assert storage._engines == {}
 
