@@ -18,7 +18,8 @@ does). Then, in one process:
    materialize`` does. Wall time of each; the split below is of the measured job.
 3. **compute, timed pass** -- the same direct computation again.
 
-The direct computation does, per partition in date order, what the asset bodies of
+The direct computation (:func:`common.compute_all`, shared with ``bench_scale.py``) does, per
+partition in date order, what the asset bodies of
 ``assets/`` do with the domain functions of :mod:`fbe_pipeline.pipeline`: the raw objects'
 verification (:func:`fbe_pipeline.storage.integrity.verify_partition`, reported on its own against
 the
@@ -51,9 +52,7 @@ it. Exit status: 0 on success, 2 when the sample data is missing, 1 when a Dagst
 from __future__ import annotations
 
 import argparse
-import functools
 import io
-import json
 import logging
 import os
 import platform
@@ -62,269 +61,9 @@ import sys
 import tempfile
 import time
 import warnings
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import UTC, datetime
 
-
-class Stopwatch:
-    """Accumulates wall time per label."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    @contextmanager
-    def __call__(self, label: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[label] += time.perf_counter() - start
-
-    @property
-    def total(self) -> float:
-        """Sum over all labels, s."""
-        return sum(self.seconds.values())
-
-
-def window(frames: dict[date, Any], day: date, sessions: int) -> Any:
-    """Concatenate the in-memory frames of ``day`` and the ``sessions`` sessions before it
-    (the partitions a Dagster look-back of ``sessions`` hands an asset; the DuckDB I/O
-    manager returns them as one frame). ``frames`` holds sessions only."""
-    import pandas as pd
-
-    earlier = [d for d in sorted(frames) if d <= day][-(sessions + 1) :]
-    parts = [frames[d] for d in earlier]
-    non_empty = [f for f in parts if len(f)]
-    if not non_empty:
-        return parts[-1]
-    return pd.concat(non_empty, ignore_index=True)
-
-
-def compute_all(
-    store: Any, parts: list[tuple[date, str]], watch: Stopwatch, types: Stopwatch
-) -> tuple[dict[str, int], dict[tuple[str, str], tuple[int, int, int, int, float]]]:
-    """Run every partition through the domain functions and checks.
-
-    ``watch`` gets the compute time per step, ``types`` the pandera validation of each output
-    (the check Dagster's ``dagster_type`` does; not part of compute).
-
-    Returns
-    -------
-    (dict, dict)
-        Outcome counts (``partitions``, ``blocked``, ``warn_failed``), and per
-        ``(symbol, "YYYY-MM-DD")`` the ticks, bars, signals, trades and PnL, to compare with
-        what the Dagster run wrote to DuckDB.
-    """
-    from assets.partitions import REGIME_SESSIONS, SUMMARY_SESSIONS, WARMUP_SESSIONS
-    from fbe_pipeline.market.instruments import get_instrument
-    from fbe_pipeline.pipeline import (
-        data_version,
-        prepare_raw_ticks,
-        session_backtest,
-        session_bars,
-        session_bounds,
-        session_features,
-        session_regimes,
-        session_scores,
-        session_signals,
-        session_summary,
-        warmup_window,
-    )
-    from fbe_pipeline.quality import checks, schemas
-    from fbe_pipeline.quality.expectations import validate
-    from fbe_pipeline.reports.review import (
-        ReviewFrames,
-        build_review,
-        render_review,
-        to_markdown,
-    )
-    from fbe_pipeline.research.backtest import trade_metrics
-    from fbe_pipeline.research.config import ScoringConfig
-    from fbe_pipeline.settings import paths
-    from fbe_pipeline.storage.integrity import verify_partition
-
-    # The direct path's review pages go beside FBE_HOME's, never over them.
-    report_dir = paths().home / "bench-reports"
-    config = ScoringConfig.from_dict(json.loads(os.environ.get("FBE_SCORING_CONFIG") or "{}"))
-    memory: dict[str, dict[str, dict[date, Any]]] = defaultdict(lambda: defaultdict(dict))
-    outcome = {"partitions": 0, "blocked": 0, "warn_failed": 0}
-    produced: dict[tuple[str, str], tuple[int, int, int, int, float]] = {}
-
-    def typed(schema: Any, frame: Any) -> None:
-        with types(schema.name):
-            schema.validate(frame)
-
-    def gate(results: list[checks.CheckOutcome], warn: list[checks.CheckOutcome]) -> bool:
-        outcome["warn_failed"] += sum(not r.passed for r in warn)
-        return all(r.passed for r in results)
-
-    for day, symbol in parts:
-        outcome["partitions"] += 1
-        instrument = get_instrument(symbol)
-        mem = memory[symbol]
-
-        with watch("raw verification"):
-            # The raw_objects_verified check: every object of the partition read and hashed.
-            if verify_partition(store, symbol, day):
-                outcome["blocked"] += 1
-                continue
-        with watch("raw_ticks"):
-            ticks, _ = prepare_raw_ticks(store, instrument, day)
-            open_ns, close_ns = session_bounds(instrument, day)
-            data_version(store, symbol, day)
-        with watch("raw_ticks checks"):
-            ok = gate(
-                [
-                    checks.check_ticks_in_session(ticks, open_ns, close_ns),
-                    validate(ticks, "raw_ticks"),
-                ],
-                [checks.clock_drift(ticks)],
-            )
-        typed(schemas.RAW_TICKS, ticks)
-        if not ok:
-            outcome["blocked"] += 1
-            continue
-
-        with watch("bars_1m"):
-            bars = session_bars(ticks, instrument, day)
-            data_version(store, symbol, day)
-        with watch("bars_1m checks"):
-            reference = store.read_partition("refbars", symbol, day)
-            vendor = (
-                [checks.vendor_match(bars, reference, open_ns, close_ns)]
-                if reference is not None
-                else []
-            )
-            ok = gate(
-                [
-                    checks.check_ohlc_invariants(bars),
-                    checks.check_bar_times(bars, open_ns, close_ns),
-                    validate(bars, "bars_1m"),
-                ],
-                [checks.gap_report(bars, open_ns, close_ns), *vendor],
-            )
-        typed(schemas.BARS_1M, bars)
-        mem["bars"][day] = bars
-        if not ok:
-            outcome["blocked"] += 1
-            continue
-
-        with watch("features"):
-            books = store.read_partition("books", symbol, day)
-            win = warmup_window(window(mem["bars"], day, WARMUP_SESSIONS), day)
-            feats = session_features(win, day, books)
-        with watch("features checks"):
-            ok = gate(
-                [
-                    checks.check_prefix_invariance(
-                        win,
-                        functools.partial(session_features, trading_date=day, books=books),
-                        checks.sample_cut_times(feats["ts"]),
-                        feats,
-                    )
-                ],
-                [],
-            )
-        typed(schemas.FEATURES, feats)
-        mem["features"][day] = feats
-        if not ok:
-            outcome["blocked"] += 1
-            continue
-
-        with watch("scores"):
-            scores = session_scores(feats, config)
-        with watch("scores checks"):
-            ok = gate(
-                [
-                    checks.check_prefix_invariance(
-                        feats,
-                        lambda f: session_scores(f, config),
-                        checks.sample_cut_times(scores["ts"]),
-                        scores,
-                    )
-                ],
-                [],
-            )
-        typed(schemas.SCORES, scores)
-        if not ok:
-            outcome["blocked"] += 1
-            continue
-
-        with watch("signals"):
-            signals = session_signals(scores, config)
-        with watch("signals checks"):
-            ok = gate(
-                [
-                    checks.check_prefix_invariance(
-                        scores,
-                        lambda s: session_signals(s, config),
-                        checks.sample_cut_times(scores["ts"]),
-                        signals,
-                    ),
-                    checks.check_signal_timing(signals),
-                ],
-                [],
-            )
-        typed(schemas.SIGNALS, signals)
-        if not ok:
-            outcome["blocked"] += 1
-            continue
-
-        with watch("regime_tags"):
-            regimes = session_regimes(
-                window(mem["features"], day, REGIME_SESSIONS), instrument, day
-            )
-        typed(schemas.REGIME_TAGS, regimes)
-
-        with watch("backtest_trades"):
-            version = data_version(store, symbol, day)
-            trades = session_backtest(bars, feats, signals, regimes, config, version)
-            trade_metrics(trades)
-        with watch("backtest_trades checks"):
-            ok = gate([checks.check_entry_timing(trades)], [])
-        typed(schemas.BACKTEST_TRADES, trades)
-        mem["trades"][day] = trades
-        if not ok:
-            outcome["blocked"] += 1
-            continue
-
-        with watch("backtest_summary"):
-            version = data_version(store, symbol, day)
-            summary = session_summary(
-                window(mem["trades"], day, SUMMARY_SESSIONS), symbol, day, config, version
-            )
-        typed(schemas.BACKTEST_SUMMARY, summary)
-
-        with watch("daily_review"):
-            frames = ReviewFrames(
-                bars=bars,
-                scores=scores,
-                signals=signals,
-                trades=trades,
-                regimes=regimes,
-                drift_ms=ticks["drift_ms"],
-            )
-            review = build_review("daily", instrument, day, day, 1, frames)
-            to_markdown(review)
-            render_review(review, frames, instrument, report_dir / f"{symbol}-{day}.html")
-        produced[(symbol, day.isoformat())] = (
-            len(ticks),
-            len(bars),
-            len(signals),
-            len(trades),
-            float(trades["pnl"].sum()),
-        )
-    return outcome, produced
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """``(seconds, result)`` of one call."""
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
+from common import Stopwatch, compute_all, mismatches, timed
 
 
 def main() -> int:
@@ -413,26 +152,7 @@ def run(home: str, batch: int) -> int:
     compute = watch.total  # the pandera calls between the steps are timed apart
 
     # The direct path must have done the same work: compare with what the runs wrote.
-    from fbe_pipeline.storage.warehouse import partition_summary
-
-    written = {
-        (str(r["symbol"]), str(r["date"])): (
-            r["ticks"],
-            r["bars"],
-            r["signals"],
-            r["trades"],
-            r["pnl"],
-        )
-        for r in partition_summary()
-    }
-    mismatched = sorted(
-        key
-        for key in set(written) | set(produced)
-        if key not in written
-        or key not in produced
-        or written[key][:4] != produced[key][:4]
-        or abs(float(written[key][4]) - produced[key][4]) > 1e-9  # type: ignore[arg-type]
-    )
+    mismatched = mismatches(produced)
 
     n = len(parts)
     overhead = t_dagster - compute
