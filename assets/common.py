@@ -23,6 +23,7 @@ from dagster import (
     AssetRecordsFilter,
     AutomationCondition,
     BackfillPolicy,
+    DagsterEventType,
     DagsterType,
     DataVersion,
     MetadataValue,
@@ -225,7 +226,7 @@ def log_session_checks(
     """Record one check's evaluation of every session of a batched run on its own partition.
 
     ``targets`` caches each ``(asset key, partition)``'s latest materialization across the
-    checks of one step (one event-log query per session instead of one per check and session).
+    checks of one step (looked up for all its sessions at once, by the first check).
 
     Dagster 1.13 records the ``AssetCheckResult`` of a run over a partition range without a
     partition, which would leave each session's check "planned"; an ``AssetCheckEvaluation``
@@ -238,10 +239,12 @@ def log_session_checks(
         return
     spec = next(s for s in context.assets_def.check_specs if s.name == name)
     targets = {} if targets is None else targets
+    missing = [d.isoformat() for d in days if (spec.asset_key, d.isoformat()) not in targets]
+    if missing:
+        found = _latest_materializations(context, spec.asset_key, missing)
+        targets.update({(spec.asset_key, p): found.get(p) for p in missing})
     for day, outcome in zip(days, outcomes, strict=True):
         where = (spec.asset_key, day.isoformat())
-        if where not in targets:
-            targets[where] = _latest_materialization(context, *where)
         context.log_event(
             AssetCheckEvaluation(
                 asset_key=spec.asset_key,
@@ -256,21 +259,31 @@ def log_session_checks(
         )
 
 
-def _latest_materialization(
-    context: AssetExecutionContext, key: AssetKey, partition: str
-) -> AssetCheckEvaluationTargetMaterializationData | None:
-    """The partition's latest materialization (the one the batch just wrote, when it got that
+def _latest_materializations(
+    context: AssetExecutionContext, key: AssetKey, partitions: list[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """Each partition's latest materialization (the one the batch just wrote, when it got that
     far), as Dagster's own ``AssetCheckResult`` targets it: the automation counts a check as
-    passed only while it targets the latest materialization."""
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-    ).records
-    if not records:
-        return None
-    latest = records[0]
-    return AssetCheckEvaluationTargetMaterializationData(
-        storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp
+    passed only while it targets the latest materialization. Two event-log queries whatever
+    the number of partitions (a year of candles is 250 sessions in one run)."""
+    latest = context.instance.event_log_storage.get_latest_storage_id_by_partition(
+        key, DagsterEventType.ASSET_MATERIALIZATION, set(partitions)
     )
+    if not latest:
+        return {}
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, storage_ids=list(latest.values())), limit=len(latest)
+    ).records
+    by_id = {r.storage_id: r for r in records}
+    return {
+        partition: AssetCheckEvaluationTargetMaterializationData(
+            storage_id=by_id[storage_id].storage_id,
+            run_id=by_id[storage_id].run_id,
+            timestamp=by_id[storage_id].timestamp,
+        )
+        for partition, storage_id in latest.items()
+        if storage_id in by_id
+    }
 
 
 _CONTRACT_TYPES: dict[str, DagsterType] = {}
