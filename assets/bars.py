@@ -9,6 +9,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, asset
 
 from assets.common import Lane, SessionResult, emit, instrument_of, sessions
 from fbe_pipeline.live.feeds.status import feed_gaps
+from fbe_pipeline.market.bars import BAR_INPUT_COLUMNS
 from fbe_pipeline.pipeline import data_version, session_bars, session_bounds
 from fbe_pipeline.quality import schemas
 from fbe_pipeline.quality.checks import (
@@ -27,7 +28,7 @@ def build_bars_1m(lane: Lane) -> AssetsDefinition:
 
     @asset(
         **lane.asset_args("bars_1m", schemas.BARS_1M, "bars"),
-        ins={"raw_ticks": lane.upstream("raw_ticks")},
+        ins={"raw_ticks": lane.upstream("raw_ticks", columns=BAR_INPUT_COLUMNS)},
         check_specs=[
             lane.check(
                 "ohlc_invariants",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -89,11 +89,15 @@ class Lane:
         """The asset key of one of this lane's tables."""
         return AssetKey([self.symbol, table])
 
-    def upstream(self, table: str, sessions: int = 0) -> AssetIn:
+    def upstream(
+        self, table: str, sessions: int = 0, columns: Sequence[str] | None = None
+    ) -> AssetIn:
         """An input reading ``table`` of this lane: the same session, or with ``sessions`` > 0
-        the look-back window of that many earlier sessions too."""
+        the look-back window of that many earlier sessions too; only ``columns`` when given
+        (the I/O manager reads the ``columns`` input metadata)."""
         mapping = lookback(sessions) if sessions else None
-        return AssetIn(key=self.key(table), partition_mapping=mapping)
+        metadata = {"columns": list(columns)} if columns else None
+        return AssetIn(key=self.key(table), partition_mapping=mapping, metadata=metadata)
 
     def check(
         self, name: str, table: str, description: str, blocking: bool = False

@@ -87,9 +87,11 @@ class FbeWarehouseIOManager(ConfigurableIOManager):
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
         """The rows of the upstream partitions this input maps to (its look-back window),
-        typed by the table's contract (timestamps in UTC)."""
+        typed by the table's contract (timestamps in UTC); only the columns listed in the
+        input's ``columns`` metadata when it has one."""
         symbol, days = _scope(context)
-        return self.warehouse().read(context.asset_key.path[-1], symbol, days)
+        columns = (context.definition_metadata or {}).get("columns")
+        return self.warehouse().read(context.asset_key.path[-1], symbol, days, columns=columns)
 
 
 def warehouse_io_from_env(deferred: bool = True) -> FbeWarehouseIOManager:

@@ -62,6 +62,20 @@ def _empty_bars() -> pd.DataFrame:
     )
 
 
+# The tick columns bar building reads (with ``trading_date``, by which a batched step slices
+# each session out of its input): the bars asset loads only these from the warehouse.
+BAR_INPUT_COLUMNS = (
+    "trading_date",
+    "ts_event",
+    "seq",
+    "price",
+    "size",
+    "side_sign",
+    "ohlc_eligible",
+    "volume_eligible",
+)
+
+
 def build_bars(
     ticks: pd.DataFrame,
     symbol: str,
