@@ -77,6 +77,8 @@ from bench_ui_backfill import env_for, fbe, tables
 from common import Stopwatch, compute_all, mismatches, timed
 from generate import CANDLE_MARKETS, TICK, generate, generate_candles
 
+from assets import PIPELINE_TABLES
+
 SCENARIOS = ("candles-year", "tick-month", "parallel")
 FIRST = date(2024, 1, 2)
 # Target wall times (load + materialize, s) and the size they are set for (instruments,
@@ -84,17 +86,7 @@ FIRST = date(2024, 1, 2)
 TARGETS = {"candles-year": (300.0, 4, 250), "tick-month": (180.0, 4, 21)}
 SPEEDUP_TARGET = 1.6
 DEFAULTS = {"candles-year": (4, 250), "tick-month": (4, 21), "parallel": (2, 60)}
-ASSET_ORDER = (
-    "raw_ticks",
-    "bars_1m",
-    "features",
-    "scores",
-    "signals",
-    "regime_tags",
-    "backtest_trades",
-    "backtest_summary",
-    "daily_review",
-)
+ASSET_ORDER = (*PIPELINE_TABLES, "daily_review")
 
 
 @dataclass
