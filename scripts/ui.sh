@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Open the Dagster UI on the same instance and DuckDB as the CLI (FBE_HOME, default ./var).
+# Open the Dagster UI on the same instance and tables as the CLI (FBE_HOME, default ./var).
 # Extra arguments go to `dagster dev` (e.g. `-p 3001`).
 #
 # SIGTERM and SIGINT (Ctrl-C) stop everything within seconds and leave no process behind. Each

@@ -307,7 +307,7 @@ def create_app(home: Path) -> FastAPI:
     Parameters
     ----------
     home : Path
-        ``FBE_HOME``: operational store (or ``FBE_DATABASE_URL``), live signals, DuckDB file,
+        ``FBE_HOME``: operational store (or ``FBE_DATABASE_URL``), live signals, warehouse,
         feeds' status and ``reports/``.
 
     Returns

@@ -66,7 +66,7 @@ def table(frame: pd.DataFrame, columns: Iterable[str] | None = None) -> Table:
 
 def latest_signals(home: Path, limit: int = 50) -> tuple[Table, Table, list[str]]:
     """The newest ``limit`` live and batch signals (newest first) and the problems met
-    reading them (a DuckDB file locked by a running materialization, say)."""
+    reading them (an unreadable warehouse file, say)."""
     problems = []
     live = pd.DataFrame(columns=SIGNAL_COLUMNS)
     if signals_path(home).exists():
@@ -77,7 +77,7 @@ def latest_signals(home: Path, limit: int = 50) -> tuple[Table, Table, list[str]
             store.close()
     try:
         batch = batch_signals(source=home)
-    except duckdb.Error as exc:
+    except (duckdb.Error, OSError, ValueError) as exc:
         problems.append(f"batch signals unavailable: {exc}")
         batch = pd.DataFrame(columns=SIGNAL_COLUMNS)
     shown = [*SIGNAL_COLUMNS, "recorded_at"]
