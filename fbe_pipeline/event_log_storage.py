@@ -16,7 +16,11 @@ selects it; PostgreSQL instances (``dagster.postgres.yaml``) do not use it.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -33,6 +37,8 @@ from dagster._serdes import ConfigurableClassData
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
+
+logger = logging.getLogger(__name__)
 
 # The index shard plus the shards of the runs a process is writing or showing.
 MAX_OPEN_SHARDS = 8
@@ -143,9 +149,14 @@ def _wal_normal(dbapi_connection: Any, _record: Any) -> None:
 def default_base_dir() -> str:
     """``$DAGSTER_HOME/history/runs``, where Dagster's default SQLite event log lives.
 
-    Raises
-    ------
-    KeyError
-        When ``DAGSTER_HOME`` is not set.
+    Without ``DAGSTER_HOME`` (a Dagster command that makes itself a temporary instance from
+    this repository's ``dagster.yaml``, such as ``dg check defs``), a temporary directory that
+    is removed when the process exits, as Dagster's temporary instance is.
     """
-    return os.path.join(os.environ["DAGSTER_HOME"], "history", "runs")
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        return os.path.join(home, "history", "runs")
+    temporary = tempfile.mkdtemp(prefix="fbe-event-log-")
+    atexit.register(shutil.rmtree, temporary, ignore_errors=True)
+    logger.info("no DAGSTER_HOME: event log in %s, removed at exit", temporary)
+    return temporary

@@ -72,3 +72,13 @@ def test_wipe_closes_the_run_shards_before_deleting_them(fbe_home: Path) -> None
     assert materialize([counted], partition_key="2024-01-03", instance=instance).success
     assert instance.get_materialized_partitions(AssetKey("counted")) == {"2024-01-03"}
     instance.dispose()
+
+
+def test_without_dagster_home_the_log_goes_to_a_temporary_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As for `dg check defs`, which makes a temporary instance from the repository's yaml."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    first, second = event_log_storage.default_base_dir(), event_log_storage.default_base_dir()
+    assert first != second
+    assert Path(first).is_dir() and not any(Path(first).iterdir())
