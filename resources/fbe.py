@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from fbe_pipeline.governance.runtime import config_store, split
 from fbe_pipeline.research.config import ScoringConfig
 from fbe_pipeline.settings import fbe_home
 from fbe_pipeline.storage.store import LocalRawStore, RawStore
-from fbe_pipeline.storage.store_s3 import S3RawStore
+from fbe_pipeline.storage.store_s3 import S3RawStore, quiet_aws_loggers
 
 
 class RawStoreResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -74,21 +73,6 @@ class RawStoreResource(ConfigurableResource):  # type: ignore[type-arg]
                 raise ValueError("the s3 raw store backend needs FBE_S3_BUCKET")
             return S3RawStore(self.s3_client(), self.s3_bucket, self.s3_prefix)
         raise ValueError(f"unknown raw store backend {self.backend!r}; expected 'local' or 's3'")
-
-
-AWS_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
-
-
-def quiet_aws_loggers() -> None:
-    """Hold the AWS SDK's and urllib3's loggers at WARNING whatever the root level is.
-
-    ``FBE_LOG_LEVEL=DEBUG`` must never print credentials; botocore logs signed request headers
-    and the credentials it found at DEBUG, so its loggers never go below WARNING.
-    """
-    for name in AWS_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.level < logging.WARNING:
-            logger.setLevel(logging.WARNING)
 
 
 def env_or(name: str, default: str, deferred: bool = True) -> Any:

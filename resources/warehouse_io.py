@@ -19,8 +19,8 @@ import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
 from fbe_pipeline.settings import Paths, fbe_home
-from fbe_pipeline.storage.tables import S3TableFiles, Warehouse
-from fbe_pipeline.storage.warehouse import WAREHOUSE_PREFIX, s3_client
+from fbe_pipeline.storage.tables import Warehouse
+from fbe_pipeline.storage.warehouse import build_warehouse
 from resources.fbe import env_or
 
 
@@ -64,19 +64,17 @@ class FbeWarehouseIOManager(ConfigurableIOManager):
         Raises
         ------
         ValueError
-            On an unknown backend, or the s3 backend without a bucket.
+            As :func:`fbe_pipeline.storage.warehouse.build_warehouse`.
         """
-        if self.backend == "local":
-            root = Path(self.root) if self.root else Paths(Path(self.home or fbe_home())).warehouse
-            return Warehouse.local(root.expanduser().resolve())
-        if self.backend == "s3":
-            if not self.s3_bucket:
-                raise ValueError("the s3 warehouse needs FBE_WAREHOUSE_BUCKET or FBE_S3_BUCKET")
-            client = s3_client(self.s3_endpoint_url, self.s3_region)
-            return Warehouse(
-                S3TableFiles(client, self.s3_bucket, self.s3_prefix + WAREHOUSE_PREFIX)
-            )
-        raise ValueError(f"unknown warehouse backend {self.backend!r}; expected 'local' or 's3'")
+        root = Path(self.root) if self.root else Paths(Path(self.home or fbe_home())).warehouse
+        return build_warehouse(
+            self.backend,
+            root,
+            self.s3_bucket,
+            self.s3_prefix,
+            self.s3_endpoint_url,
+            self.s3_region,
+        )
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
         """Replace the files of the partitions being written (the table's file when

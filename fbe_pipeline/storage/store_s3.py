@@ -16,6 +16,7 @@ versioning in S3 buckets".
 from __future__ import annotations
 
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import date
@@ -36,6 +37,21 @@ from fbe_pipeline.storage.store import (
 
 MANIFEST_PREFIX = "_manifest/"
 DEFAULT_RETENTION_DAYS = 365
+
+
+AWS_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+
+
+def quiet_aws_loggers() -> None:
+    """Hold the AWS SDK's and urllib3's loggers at WARNING whatever the root level is.
+
+    ``FBE_LOG_LEVEL=DEBUG`` must never print credentials; botocore logs signed request headers
+    and the credentials it found at DEBUG, so its loggers never go below WARNING.
+    """
+    for name in AWS_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 def _code(exc: Exception) -> str:

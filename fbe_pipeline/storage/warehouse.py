@@ -7,7 +7,6 @@ warehouse of the environment: ``FBE_WAREHOUSE_BACKEND`` ``local`` (default,
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ import duckdb
 import pandas as pd
 
 from fbe_pipeline.settings import Paths, fbe_home
+from fbe_pipeline.storage.store_s3 import quiet_aws_loggers
 from fbe_pipeline.storage.tables import S3TableFiles, Warehouse
 
 WAREHOUSE_PREFIX = "warehouse/"
@@ -49,40 +49,48 @@ def warehouse_from_env(home: Path | None = None) -> Warehouse:
     Raises
     ------
     ValueError
-        On an unknown ``FBE_WAREHOUSE_BACKEND``, or ``s3`` without a bucket.
+        As :func:`build_warehouse`.
     """
-    home = home or fbe_home()
-    backend = os.environ.get("FBE_WAREHOUSE_BACKEND", "") or "local"
+    env = os.environ.get
+    return build_warehouse(
+        env("FBE_WAREHOUSE_BACKEND", "") or "local",
+        Paths(home or fbe_home()).warehouse,
+        env("FBE_WAREHOUSE_BUCKET") or env("FBE_S3_BUCKET", "") or "",
+        env("FBE_S3_PREFIX", "") or "",
+        env("FBE_S3_ENDPOINT_URL", "") or "",
+        env("FBE_S3_REGION", "") or "us-east-1",
+    )
+
+
+def build_warehouse(
+    backend: str, root: Path, bucket: str, prefix: str, endpoint_url: str, region: str
+) -> Warehouse:
+    """A warehouse: ``local`` in the directory ``root``, or ``s3`` in ``bucket`` under
+    ``prefix`` + ``warehouse/`` (``endpoint_url`` empty for AWS).
+
+    Raises
+    ------
+    ValueError
+        On a backend other than ``local`` or ``s3``, or ``s3`` without a bucket.
+    """
     if backend == "local":
-        return Warehouse.local(Paths(home).warehouse)
+        return Warehouse.local(root.expanduser().resolve())
     if backend == "s3":
-        bucket = os.environ.get("FBE_WAREHOUSE_BUCKET") or os.environ.get("FBE_S3_BUCKET", "")
         if not bucket:
             raise ValueError("the s3 warehouse needs FBE_WAREHOUSE_BUCKET or FBE_S3_BUCKET")
-        return Warehouse(
-            S3TableFiles(
-                s3_client(
-                    os.environ.get("FBE_S3_ENDPOINT_URL", ""),
-                    os.environ.get("FBE_S3_REGION", "") or "us-east-1",
-                ),
-                bucket,
-                os.environ.get("FBE_S3_PREFIX", "") + WAREHOUSE_PREFIX,
-            )
-        )
+        client = s3_client(endpoint_url, region)
+        return Warehouse(S3TableFiles(client, bucket, prefix + WAREHOUSE_PREFIX))
     raise ValueError(f"unknown FBE_WAREHOUSE_BACKEND {backend!r}; expected 'local' or 's3'")
 
 
 @functools.lru_cache(maxsize=8)
 def s3_client(endpoint_url: str, region: str) -> Any:
     """A boto3 S3 client, one per endpoint and region in a process (clients are thread-safe
-    and slow to make); botocore's loggers are held at WARNING first (at DEBUG they print
-    signed request headers and the credentials found)."""
+    and slow to make), with the AWS loggers held at WARNING first
+    (:func:`fbe_pipeline.storage.store_s3.quiet_aws_loggers`)."""
     import boto3
 
-    for name in ("botocore", "boto3", "s3transfer", "urllib3"):
-        logger = logging.getLogger(name)
-        if logger.level < logging.WARNING:
-            logger.setLevel(logging.WARNING)
+    quiet_aws_loggers()
     return boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region)
 
 
